@@ -1,0 +1,197 @@
+"""Training throughput on parity: engramlab's PonderNet vs public implementations, side by side.
+
+    python benchmarks/parity_throughput.py --threads 1 \
+        [--jankrepl PATH/TO/mildlyoverfitted] [--labml PATH/TO/annotated_deep_learning_paper_implementations] \
+        [--out docs/results/pondernet-parity/throughput.json]
+
+Every implementation trains the same model for ``--seconds`` of wall time after a warm-up: a GRU
+cell (``hidden`` units) pondered for up to N = 20 steps, batch 128, Adam, gradient clipping 1,
+including data generation. Peers run as in their own training scripts (their model, losses and
+DataLoader), loaded from a local checkout given on the command line; nothing of theirs is part
+of engramlab. engramlab runs its real training loop (``engramlab.train.loop.train``), with the
+unroll forced to N = 20 steps (epsilon = 0) so that the work per update is the same as the peers',
+and also with the paper's truncation rule (epsilon = 0.05, §2.3), whose cost depends on how long
+the model ponders (here: at initialisation).
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib.util
+import json
+import platform
+import sys
+import tempfile
+import time
+from functools import partial
+from pathlib import Path
+
+import torch
+from torch import nn
+
+from engramlab.config import resolve
+from engramlab.experiments import get_experiment
+from engramlab.train.loop import train
+from engramlab.train.rundir import library_versions, machine_info, now_iso
+
+SETTINGS = [  # (n, hidden): the peers' default, our quick preset's size, the paper's interpolation size
+    (8, 64),
+    (32, 128),
+    (64, 128),
+]
+BATCH, MAX_STEPS = 128, 20
+
+
+def load_module(path: Path, name: str):
+    spec = importlib.util.spec_from_file_location(name, path)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def time_loop(step, seconds: float, warmup: int = 10) -> float:
+    for _ in range(warmup):
+        step()
+    start, done = time.perf_counter(), 0
+    while time.perf_counter() - start < seconds:
+        step()
+        done += 1
+    return done / (time.perf_counter() - start)
+
+
+def engramlab_rate(n: int, hidden: int, seconds: float, epsilon: float) -> float:
+    exp = get_experiment("pondernet-parity")
+    cfg = resolve(
+        exp.Config,
+        overrides=[
+            f"task.n={n}",
+            f"task.train_k=[1,{n}]",
+            "task.test_k=null",
+            "model.step=gru",
+            f"model.hidden={hidden}",
+            "model.encoding=raw",
+            f"model.max_steps={MAX_STEPS}",
+            f"model.epsilon={epsilon}",
+            "model.lambda_p=0.2",
+            f"train.batch_size={BATCH}",
+            "train.lr=3e-4",
+            "train.grad_clip=1.0",
+            "train.log_every=100",
+            "train.checkpoint_every=100000",
+            "train.eval_every=100000",
+            "train.steps=100000",
+        ],
+    )
+    # a short run sizes the timed one; the loop's own clock excludes setting up the run directory
+    steps = 20
+    for _ in range(2):
+        with tempfile.TemporaryDirectory() as tmp:
+            result = train(
+                exp.build(cfg, "pondernet"),
+                exp.sampler(cfg, "pondernet"),
+                cfg.train.model_copy(update={"steps": steps}),
+                tmp,
+                seed=0,
+            )
+        rate = steps / result.wall_time_s
+        steps = max(21, int(rate * seconds))
+    return rate
+
+
+def jankrepl_rate(root: Path, n: int, hidden: int, seconds: float) -> float:
+    utils = load_module(root / "github_adventures" / "pondernet" / "utils.py", "jankrepl_pondernet_utils")
+    model = utils.PonderNet(n_elems=n, n_hidden=hidden, max_steps=MAX_STEPS)
+    loss_rec = utils.ReconstructionLoss(nn.BCEWithLogitsLoss(reduction="none"))
+    loss_reg = utils.RegularizationLoss(lambda_p=0.2, max_steps=MAX_STEPS)
+    optimizer = torch.optim.Adam(model.parameters(), lr=0.0003)
+    loader = iter(torch.utils.data.DataLoader(utils.ParityDataset(BATCH * 1_000_000, n), batch_size=BATCH))
+
+    def step():
+        x, y = next(loader)
+        y_pred, p, _ = model(x.float())
+        loss = loss_rec(p, y_pred, y.float()) + 0.01 * loss_reg(p)
+        optimizer.zero_grad()
+        loss.backward()
+        nn.utils.clip_grad_norm_(model.parameters(), 1)
+        optimizer.step()
+
+    return time_loop(step, seconds)
+
+
+def labml_rate(root: Path, n: int, hidden: int, seconds: float) -> float:
+    base = root / "labml_nn" / "adaptive_computation"
+    ponder = load_module(base / "ponder_net" / "__init__.py", "labml_ponder_net")
+    parity = load_module(base / "parity.py", "labml_parity")
+    model = ponder.ParityPonderGRU(n, hidden, MAX_STEPS)
+    loss_rec = ponder.ReconstructionLoss(nn.BCEWithLogitsLoss(reduction="none"))
+    loss_reg = ponder.RegularizationLoss(0.2, MAX_STEPS)
+    optimizer = torch.optim.Adam(model.parameters(), lr=0.0003)
+    loader = iter(torch.utils.data.DataLoader(parity.ParityDataset(BATCH * 1_000_000, n), batch_size=BATCH))
+
+    def step():
+        x, y = next(loader)
+        p, y_hat, _, _ = model(x)
+        loss = loss_rec(p, y_hat, y.float()) + 0.01 * loss_reg(p)
+        loss.backward()
+        nn.utils.clip_grad_norm_(model.parameters(), max_norm=1.0)
+        optimizer.step()
+        optimizer.zero_grad()
+
+    return time_loop(step, seconds)
+
+
+def main(argv=None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--threads", type=int, default=1, help="torch threads (default 1)")
+    parser.add_argument("--seconds", type=float, default=20.0, help="timed seconds per measurement")
+    parser.add_argument("--jankrepl", type=Path, help="checkout of github.com/jankrepl/mildlyoverfitted")
+    parser.add_argument(
+        "--labml", type=Path, help="checkout of github.com/labmlai/annotated_deep_learning_paper_implementations"
+    )
+    parser.add_argument("--out", type=Path, help="write the results as JSON here")
+    args = parser.parse_args(argv)
+    torch.set_num_threads(args.threads)
+    rows = []
+    for n, hidden in SETTINGS:
+        candidates = [
+            ("engramlab, N = 20 every update (epsilon 0)", partial(engramlab_rate, epsilon=0.0)),
+            ("engramlab, paper truncation (epsilon 0.05, at init)", partial(engramlab_rate, epsilon=0.05)),
+        ]
+        if args.jankrepl:
+            candidates.append(("jankrepl/mildlyoverfitted", partial(jankrepl_rate, args.jankrepl)))
+        if args.labml:
+            candidates.append(("labml annotated implementations", partial(labml_rate, args.labml)))
+        for name, measure in candidates:
+            torch.manual_seed(0)
+            rate = measure(n=n, hidden=hidden, seconds=args.seconds)
+            rows.append(
+                {"implementation": name, "n": n, "hidden": hidden, "steps_per_s": rate, "samples_per_s": rate * BATCH}
+            )
+            print(
+                f"n={n:3d} hidden={hidden:3d} {name:52s} {rate:7.1f} steps/s {rate * BATCH:9.0f} samples/s", flush=True
+            )
+    if args.out:
+        args.out.parent.mkdir(parents=True, exist_ok=True)
+        args.out.write_text(
+            json.dumps(
+                {
+                    "command": "python " + " ".join([Path(sys.argv[0]).as_posix()] + (argv or sys.argv[1:])),
+                    "threads": args.threads,
+                    "batch": BATCH,
+                    "max_steps": MAX_STEPS,
+                    "seconds": args.seconds,
+                    "results": rows,
+                    "machine": machine_info(),
+                    "versions": library_versions(),
+                    "python": platform.python_version(),
+                    "date": now_iso(),
+                },
+                indent=2,
+            )
+            + "\n"
+        )
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

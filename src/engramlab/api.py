@@ -1,0 +1,36 @@
+"""Python API over run directories."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+from engramlab.config import load_yaml, validate
+from engramlab.errors import RunDirError
+from engramlab.experiments import get_experiment
+from engramlab.experiments.runner import load_arm_model
+from engramlab.train.rundir import CONFIG_NAME, read_json
+
+
+def run_info(run_dir: Path) -> dict[str, Any]:
+    run_dir = Path(run_dir)
+    path = run_dir / "run.json"
+    if not path.is_file():
+        raise RunDirError(f"{run_dir}: not an engramlab run directory (no run.json)")
+    return read_json(path)
+
+
+def load_config(run_dir: Path):
+    """The experiment and the resolved config saved in a run directory."""
+    run_dir = Path(run_dir)
+    exp = get_experiment(run_info(run_dir)["experiment"])
+    return exp, validate(exp.Config, load_yaml(run_dir / CONFIG_NAME))
+
+
+def load_run(run_dir: Path, arm: str | None = None):
+    exp, cfg = load_config(run_dir)
+    arms = exp.arms(cfg)
+    arm = arm or arms[0]
+    if arm not in arms:
+        raise RunDirError(f"{run_dir}: no arm '{arm}' (arms: {', '.join(arms)})")
+    return load_arm_model(exp, cfg, Path(run_dir), arm), cfg

@@ -1,0 +1,255 @@
+"""The ``engram`` command: list, run, eval and report experiments.
+
+Errors a user can fix (a bad config value, an unknown key or experiment, a missing run
+directory) print one line and exit with status 2; nothing is left half-written.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+from pathlib import Path
+
+from engramlab.errors import EngramError
+
+EPILOG_RUN = """examples:
+  engram run pondernet-parity --preset quick --seed 0
+  engram run pondernet-parity --set model.lambda_p=0.1 --set train.steps=5000
+  engram run pondernet-parity --show-config            # every config key, its default and meaning
+  engram run pondernet-parity --resume runs/pondernet-parity/20261122-101500
+  torchrun --nproc-per-node 2 -m engramlab.cli run pondernet-parity --preset quick
+"""
+
+
+class Parser(argparse.ArgumentParser):
+    """argparse that reports a usage error in one line."""
+
+    def error(self, message: str):
+        self.exit(2, f"{self.prog}: error: {message} (see {self.prog} --help)\n")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = Parser(
+        prog="engram",
+        description="engramlab: memory and adaptive computation in neural networks. "
+        "Train, evaluate and report reproduced experiments.",
+    )
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND", parser_class=Parser)
+    sub.required = True
+
+    p = sub.add_parser("list", help="list experiments with their presets")
+    p.set_defaults(func=cmd_list)
+
+    p = sub.add_parser(
+        "run",
+        help="train and evaluate an experiment",
+        description="Train every model (arm) of an experiment, evaluate them, write plots and summary.json "
+        "into a new run directory runs/<experiment>/<timestamp>/.",
+        epilog=EPILOG_RUN,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    p.add_argument("experiment", help="experiment name (see `engram list`)")
+    p.add_argument(
+        "--preset",
+        default=None,
+        help="named configuration: quick (CPU, minutes; the default) or "
+        "paper (the published configuration); `engram list` shows each experiment's presets",
+    )
+    p.add_argument("--seed", type=int, default=None, help="seed of initialisation and training data (default 0)")
+    p.add_argument("--out", type=Path, default=Path("runs"), help="root of run directories (default: runs)")
+    p.add_argument(
+        "--set",
+        dest="overrides",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="override any config key, e.g. --set model.lambda_p=0.1 (repeatable; values are YAML)",
+    )
+    p.add_argument(
+        "--resume",
+        type=Path,
+        default=None,
+        metavar="RUN_DIR",
+        help="continue an interrupted run from its checkpoints (its saved config is used)",
+    )
+    p.add_argument(
+        "--workers",
+        type=int,
+        default=None,
+        help="train this many arms in parallel processes (default: one per CPU core, at most one per arm; 1 on a GPU)",
+    )
+    p.add_argument(
+        "--threads", type=int, default=None, help="PyTorch threads per worker (default: CPU cores / workers)"
+    )
+    p.add_argument(
+        "--device", default="auto", choices=["auto", "cpu", "cuda"], help="where to train (auto: cuda if available)"
+    )
+    p.add_argument("--no-progress", action="store_true", help="no progress bars")
+    p.add_argument(
+        "--show-config",
+        action="store_true",
+        help="print the resolved config and every key's meaning, then exit without training",
+    )
+    p.set_defaults(func=cmd_run)
+
+    p = sub.add_parser(
+        "eval",
+        help="evaluate a trained run, optionally on a changed task",
+        description="Evaluate the trained models of RUN_DIR again, e.g. on other k ranges, without "
+        "retraining. Results go to RUN_DIR/evals/<timestamp>/.",
+    )
+    p.add_argument("run_dir", type=Path, help="a run directory written by `engram run`")
+    p.add_argument(
+        "--set",
+        dest="overrides",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="change the task or the evaluation, e.g. --set task.test_k=[49,96] "
+        "(allowed: task.*, eval.*, model.eval_max_steps)",
+    )
+    p.add_argument("--threads", type=int, default=None, help="PyTorch threads (default: all cores)")
+    p.set_defaults(func=cmd_eval)
+
+    p = sub.add_parser(
+        "report",
+        help="Markdown table of our numbers next to the paper's",
+        description="Collect finished runs (default: every run under runs/) and print, per experiment and "
+        "preset, each headline metric as mean ± std over seeds next to the paper's number.",
+    )
+    p.add_argument("run_dirs", type=Path, nargs="*", help="run directories or folders that contain them")
+    p.add_argument("--out", type=Path, default=None, help="write the report to this file instead of stdout")
+    p.set_defaults(func=cmd_report)
+    return parser
+
+
+# ---------------------------------------------------------------------------------------------
+
+
+def cmd_list(args) -> int:
+    from engramlab.experiments import all_experiments
+
+    for exp in all_experiments():
+        print(f"{exp.name:24s} {exp.description}")
+        print(f"{'':24s} presets: {', '.join(exp.presets)}")
+    return 0
+
+
+def cmd_run(args) -> int:
+    from engramlab.api import load_config, run_info
+    from engramlab.config import describe, resolve
+    from engramlab.experiments import get_experiment
+    from engramlab.experiments.runner import run_experiment
+    from engramlab.train import distributed as dist
+    from engramlab.train.rundir import new_run_dir
+
+    exp = get_experiment(args.experiment)
+    if args.resume is not None:
+        if args.preset or args.seed is not None or args.overrides:
+            raise EngramError("--resume continues a run with its saved config: drop --preset/--seed/--set")
+        saved_exp, cfg = load_config(args.resume)
+        if saved_exp.name != exp.name:
+            raise EngramError(f"{args.resume} is a run of '{saved_exp.name}', not '{exp.name}'")
+        info = run_info(args.resume)
+        preset, overrides = info.get("preset"), info.get("overrides", [])
+    else:
+        preset = args.preset or "quick"
+        if preset not in exp.presets:
+            raise EngramError(f"unknown preset '{preset}' for {exp.name} (available: {', '.join(exp.presets)})")
+        overrides = list(args.overrides) + ([f"seed={args.seed}"] if args.seed is not None else [])
+        cfg = resolve(exp.Config, exp.presets[preset], overrides=overrides)
+    if args.show_config:
+        print(f"# {exp.name}, preset {preset}; every key can be changed with --set KEY=VALUE")
+        for key, value, allowed, text in describe(cfg):
+            print(f"{key} = {value}\n    {text} [{allowed}]")
+        return 0
+
+    device = pick_device(args.device)
+    cpus = os.cpu_count() or 1
+    workers = args.workers or (1 if device == "cuda" else cpus)
+    for name, value in (("--workers", workers), ("--threads", args.threads)):
+        if value is not None and value < 1:
+            raise EngramError(f"{name} must be at least 1, got {value}")
+    dist.init_from_env()
+    try:
+        if args.resume is not None:
+            run_dir = args.resume
+        else:
+            run_dir = dist.broadcast_object(new_run_dir(args.out, exp.name) if dist.is_main() else None)
+        if dist.is_main():
+            print(f"run directory: {run_dir}", file=sys.stderr)
+        summary = run_experiment(
+            exp,
+            cfg,
+            run_dir,
+            preset=preset,
+            overrides=overrides,
+            resume=args.resume is not None,
+            workers=workers,
+            threads=args.threads,
+            device=device,
+            progress=not args.no_progress,
+        )
+    finally:
+        dist.shutdown()
+    if summary:
+        print_metrics(summary["metrics"])
+        print(f"summary: {Path(run_dir) / 'summary.json'}")
+    return 0
+
+
+def cmd_eval(args) -> int:
+    import torch
+
+    from engramlab.evaluate import evaluate_run
+
+    torch.set_num_threads(args.threads or os.cpu_count() or 1)
+    summary, out_dir = evaluate_run(args.run_dir, args.overrides)
+    print_metrics(summary["metrics"])
+    print(f"results: {out_dir / 'summary.json'}")
+    return 0
+
+
+def cmd_report(args) -> int:
+    from engramlab.report import build_report
+
+    text = build_report(args.run_dirs or [Path("runs")])
+    if args.out:
+        args.out.write_text(text)
+        print(f"report written to {args.out}")
+    else:
+        print(text)
+    return 0
+
+
+def print_metrics(metrics: dict[str, float]) -> None:
+    for key, value in metrics.items():
+        print(f"{key:40s} {value:.4f}" if isinstance(value, float) else f"{key:40s} {value}")
+
+
+def pick_device(choice: str) -> str:
+    import torch
+
+    if choice == "cuda" and not torch.cuda.is_available():
+        raise EngramError("--device cuda: no CUDA device is available (use --device cpu)")
+    if choice == "auto":
+        return "cuda" if torch.cuda.is_available() else "cpu"
+    return choice
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    try:
+        return args.func(args)
+    except EngramError as exc:
+        print(f"engram: error: {exc}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("engram: interrupted (a run can be continued with --resume RUN_DIR)", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,215 @@
+"""Typed configs: pydantic models, presets, `--set key=value` overrides and YAML.
+
+Every experiment's config is a tree of :class:`Config` models. A run's config is resolved as
+defaults <- preset <- ``--set`` overrides, validated once, and saved as YAML in the run directory.
+Validation errors become one :class:`~engramlab.errors.ConfigError` line that names the key, the
+value and what is allowed.
+"""
+
+from __future__ import annotations
+
+import difflib
+import typing
+from collections.abc import Iterable, Mapping
+from pathlib import Path
+from typing import Any
+
+import annotated_types as at
+import yaml
+from pydantic import BaseModel, ConfigDict, ValidationError
+
+from engramlab.errors import ConfigError
+
+
+class Config(BaseModel):
+    """Base class of every config section: unknown keys are errors, values are immutable."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+# ---------------------------------------------------------------------------------------------
+# building a config from layers of plain dicts
+
+
+def resolve(cls: type[Config], *layers: Mapping[str, Any] | None, overrides: Iterable[str] = ()) -> Config:
+    """Validate ``cls`` from its defaults, then each layer (nested dicts), then ``key=value`` strings.
+
+    Layers are merged onto the full default tree, so a partial section (``{"task": {"n": 8}}``)
+    keeps the defaults of the keys it does not name, including defaults set by a parent config.
+    """
+    data: dict[str, Any] = cls().model_dump()
+    for layer in layers:
+        if layer:
+            check_keys(cls, layer)
+            data = deep_merge(data, layer)
+    for text in overrides:
+        key, value = parse_override(text)
+        check_keys(cls, nest(key, value))
+        data = deep_merge(data, nest(key, value))
+    return validate(cls, data)
+
+
+def validate(cls: type[Config], data: Mapping[str, Any]) -> Config:
+    try:
+        return cls.model_validate(dict(data))
+    except ValidationError as exc:
+        raise ConfigError(format_validation_error(cls, exc)) from None
+
+
+def parse_override(text: str) -> tuple[str, Any]:
+    """``"model.lambda_p=0.1"`` -> ``("model.lambda_p", 0.1)``; the value is read as YAML."""
+    key, sep, raw = text.partition("=")
+    key = key.strip()
+    if not sep or not key:
+        raise ConfigError(f"--set expects key=value (for example model.lambda_p=0.1), got {text!r}")
+    return key, parse_value(raw.strip())
+
+
+def parse_value(raw: str) -> Any:
+    for number in (int, float):  # YAML 1.1 reads "1e-3" as a string; users mean a number
+        try:
+            return number(raw)
+        except ValueError:
+            pass
+    try:
+        return yaml.safe_load(raw) if raw else ""
+    except yaml.YAMLError:
+        return raw
+
+
+def nest(dotted: str, value: Any) -> dict[str, Any]:
+    out: Any = value
+    for part in reversed(dotted.split(".")):
+        out = {part: out}
+    return out
+
+
+def deep_merge(base: Mapping[str, Any], update: Mapping[str, Any]) -> dict[str, Any]:
+    merged = dict(base)
+    for key, value in update.items():
+        if isinstance(value, Mapping) and isinstance(merged.get(key), Mapping):
+            merged[key] = deep_merge(merged[key], value)
+        else:
+            merged[key] = value
+    return merged
+
+
+def check_keys(cls: type[Config], data: Mapping[str, Any], prefix: str = "") -> None:
+    """Reject keys the config does not have, naming the allowed ones (and a close match)."""
+    fields = cls.model_fields
+    for key, value in data.items():
+        where = f"{prefix}{key}"
+        if key not in fields:
+            allowed = sorted(fields)
+            close = difflib.get_close_matches(key, allowed, n=1)
+            hint = f"; did you mean '{prefix}{close[0]}'?" if close else ""
+            section = f"'{prefix[:-1]}'" if prefix else "the top level"
+            raise ConfigError(f"unknown config key '{where}'{hint} (keys in {section}: {', '.join(allowed)})")
+        sub = config_class(fields[key].annotation)
+        if sub is not None and isinstance(value, Mapping):
+            check_keys(sub, value, prefix=f"{where}.")
+
+
+def config_class(annotation: Any) -> type[Config] | None:
+    """The Config subclass a field holds, if any (also through ``X | None``)."""
+    candidates = typing.get_args(annotation) or (annotation,)
+    for cand in candidates:
+        if isinstance(cand, type) and issubclass(cand, Config):
+            return cand
+    return None
+
+
+# ---------------------------------------------------------------------------------------------
+# messages
+
+
+def format_validation_error(cls: type[Config], exc: ValidationError) -> str:
+    err = exc.errors(include_url=False)[0]
+    loc = [str(p) for p in err["loc"] if not isinstance(p, int)]
+    key = ".".join(loc)
+    msg = err["msg"].removeprefix("Value error, ")
+    if err["type"] == "value_error":  # our own cross-field checks already name the keys
+        return f"invalid config: {msg}"
+    field = find_field(cls, loc)
+    allowed = describe_allowed(field) if field is not None else ""
+    value = err.get("input")
+    shown = f": {value!r}" if not isinstance(value, dict) else ""
+    return f"invalid value for {key}{shown} (allowed: {allowed or msg})"
+
+
+def find_field(cls: type[Config], loc: list[str]):
+    field = None
+    for part in loc:
+        if cls is None or part not in cls.model_fields:
+            return None
+        field = cls.model_fields[part]
+        cls = config_class(field.annotation)
+    return field
+
+
+def describe_allowed(field) -> str:
+    """Human words for a field's type and bounds, e.g. 'a number > 0 and < 1'."""
+    bounds = []
+    for meta in field.metadata:
+        for cls, attr, sign in ((at.Gt, "gt", ">"), (at.Ge, "ge", ">="), (at.Lt, "lt", "<"), (at.Le, "le", "<=")):
+            if isinstance(meta, cls):
+                bounds.append(f"{sign} {getattr(meta, attr)}")
+    return " ".join([type_words(field.annotation)] + ([" and ".join(bounds)] if bounds else []))
+
+
+def type_words(annotation: Any) -> str:
+    origin, args = typing.get_origin(annotation), typing.get_args(annotation)
+    if origin is typing.Literal:
+        return "one of " + ", ".join(repr(a) for a in args)
+    if args and type(None) in args:  # X | None
+        rest = [a for a in args if a is not type(None)]
+        return f"{type_words(rest[0])} or null"
+    if origin is tuple:
+        return f"a list [{', '.join(type_words(a).split(' ', 1)[-1] for a in args)}]"
+    if origin is list:
+        return f"a list of {type_words(args[0]).removeprefix('one of ')}"
+    words = {int: "an integer", float: "a number", bool: "true or false", str: "a string"}
+    return words.get(annotation, getattr(annotation, "__name__", str(annotation)))
+
+
+# ---------------------------------------------------------------------------------------------
+# YAML and documentation
+
+
+def to_yaml(cfg: Config) -> str:
+    return yaml.safe_dump(to_plain(cfg.model_dump()), sort_keys=False)
+
+
+def to_plain(value: Any) -> Any:
+    """Tuples become lists so that the YAML stays plain."""
+    if isinstance(value, Mapping):
+        return {k: to_plain(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [to_plain(v) for v in value]
+    return value
+
+
+def load_yaml(path: Path) -> dict[str, Any]:
+    try:
+        data = yaml.safe_load(Path(path).read_text())
+    except FileNotFoundError:
+        raise ConfigError(f"{path}: no such file") from None
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None)
+        line = f" line {mark.line + 1}" if mark is not None else ""
+        raise ConfigError(f"{path}{line}: not valid YAML") from None
+    if not isinstance(data, dict):
+        raise ConfigError(f"{path}: expected a mapping of config keys")
+    return data
+
+
+def describe(cfg: Config, prefix: str = "") -> list[tuple[str, Any, str, str]]:
+    """(key, current value, allowed values, description) for every leaf field of ``cfg``."""
+    rows = []
+    for name, field in type(cfg).model_fields.items():
+        value = getattr(cfg, name)
+        if isinstance(value, Config):
+            rows += describe(value, prefix=f"{prefix}{name}.")
+        else:
+            rows.append((f"{prefix}{name}", to_plain(value), describe_allowed(field), field.description or ""))
+    return rows

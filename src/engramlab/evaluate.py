@@ -1,0 +1,59 @@
+"""``engram eval``: evaluate a trained run again, optionally on a changed task, without retraining."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+from engramlab.api import load_config
+from engramlab.config import parse_override, resolve, to_yaml
+from engramlab.errors import ConfigError, RunDirError
+from engramlab.experiments.runner import load_arm_model
+from engramlab.train.checkpoint import atomic_write_text
+from engramlab.train.rundir import (
+    CONFIG_NAME,
+    SUMMARY_NAME,
+    library_versions,
+    machine_info,
+    new_run_dir,
+    now_iso,
+    write_json,
+)
+
+EVAL_KEYS = ("task.", "eval.", "model.eval_max_steps")
+
+
+def evaluate_run(run_dir: Path, overrides: list[str]) -> tuple[dict[str, Any], Path]:
+    run_dir = Path(run_dir)
+    exp, cfg = load_config(run_dir)
+    for text in overrides:
+        key, _ = parse_override(text)
+        if not key.startswith(EVAL_KEYS):
+            raise ConfigError(f"engram eval cannot change '{key}' (allowed: task.*, eval.*, model.eval_max_steps)")
+    cfg = resolve(exp.Config, cfg.model_dump(), overrides=overrides)
+    results = {}
+    for arm in exp.arms(cfg):
+        try:
+            model = load_arm_model(exp, cfg, run_dir, arm)
+        except RuntimeError as exc:  # state-dict shape mismatch
+            first = str(exc).strip().splitlines()[-1].strip()
+            raise RunDirError(f"the overrides change the shape of the trained '{arm}' model ({first})") from None
+        results[arm] = exp.evaluate(cfg, arm, model)
+    metrics = exp.summarize(cfg, results)
+
+    out_dir = new_run_dir(run_dir, "evals")
+    plots = exp.plot(cfg, results, run_dir, out_dir / "plots")
+    atomic_write_text(out_dir / CONFIG_NAME, to_yaml(cfg))
+    summary = {
+        "experiment": exp.name,
+        "evaluated_run": str(run_dir),
+        "overrides": overrides,
+        "metrics": metrics,
+        "results": results,
+        "finished": now_iso(),
+        "versions": library_versions(),
+        "machine": machine_info(),
+        "plots": [str(p.relative_to(out_dir)) for p in plots],
+    }
+    write_json(out_dir / SUMMARY_NAME, summary)
+    return summary, out_dir

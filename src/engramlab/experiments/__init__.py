@@ -1,0 +1,25 @@
+"""The experiment registry: one module per experiment, imported on demand."""
+
+from __future__ import annotations
+
+import importlib
+
+from engramlab.errors import ConfigError
+from engramlab.experiments.base import Experiment, PaperNumber
+
+# name -> module defining ``EXPERIMENT``; add a line here to register a new experiment
+REGISTRY: dict[str, str] = {
+    "pondernet-parity": "engramlab.experiments.pondernet_parity",
+}
+
+__all__ = ["Experiment", "PaperNumber", "REGISTRY", "get_experiment", "all_experiments"]
+
+
+def get_experiment(name: str) -> Experiment:
+    if name not in REGISTRY:
+        raise ConfigError(f"unknown experiment '{name}' (available: {', '.join(sorted(REGISTRY))})")
+    return importlib.import_module(REGISTRY[name]).EXPERIMENT
+
+
+def all_experiments() -> list[Experiment]:
+    return [get_experiment(name) for name in sorted(REGISTRY)]

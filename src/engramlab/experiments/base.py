@@ -1,0 +1,80 @@
+"""What an experiment is: a config, presets, the models it trains ("arms"), and the paper's numbers.
+
+An experiment file subclasses :class:`Experiment` and fills in a handful of methods; the runner
+(``engramlab.experiments.runner``) does the rest with the one training loop and the one
+evaluation path. Every arm is trained on the same seeded data stream, so arms are compared on
+identical data.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, ClassVar
+
+import torch
+from torch import nn
+
+from engramlab.config import Config
+
+
+@dataclass(frozen=True)
+class PaperNumber:
+    """A number the paper reports, for the report table next to ours.
+
+    ``key`` names a metric in the run's ``summary.json`` (``metrics`` section); ``value`` is
+    the paper's number (None when the paper states it only in words, then ``text`` says how).
+    """
+
+    key: str
+    label: str
+    value: float | None
+    text: str
+    source: str
+
+
+class Experiment:
+    name: ClassVar[str]
+    description: ClassVar[str]
+    Config: ClassVar[type[Config]]
+    presets: ClassVar[dict[str, dict[str, Any]]]
+    paper: ClassVar[list[PaperNumber]] = []
+
+    # --- what to train -------------------------------------------------------------------
+    def arms(self, cfg: Config) -> list[str]:
+        """Names of the models this experiment trains (each in its own sub-directory)."""
+        raise NotImplementedError
+
+    def build(self, cfg: Config, arm: str) -> nn.Module:
+        """A fresh model whose ``forward(batch)`` returns ``(loss, logs)``."""
+        raise NotImplementedError
+
+    def sampler(self, cfg: Config, arm: str) -> Callable[[int, torch.Generator], Any]:
+        """``sample(batch_size, generator) -> batch`` for training."""
+        raise NotImplementedError
+
+    def monitor(self, cfg: Config, arm: str) -> Callable[[nn.Module], dict[str, float]] | None:
+        """A cheap evaluation run during training (learning curves)."""
+        return None
+
+    # --- the one evaluation path ---------------------------------------------------------
+    def evaluate(self, cfg: Config, arm: str, model: nn.Module) -> dict[str, Any]:
+        """Full evaluation of a trained arm: JSON-able results (goes into the arm's summary)."""
+        raise NotImplementedError
+
+    def summarize(self, cfg: Config, results: dict[str, dict[str, Any]]) -> dict[str, float]:
+        """Headline metrics of the whole run (flat ``{key: number}``; keys match ``paper``)."""
+        raise NotImplementedError
+
+    def plot(self, cfg: Config, results: dict[str, dict[str, Any]], run_dir: Path, out_dir: Path) -> list[Path]:
+        """Write PNG plots into ``out_dir``; return their paths."""
+        return []
+
+    # --- helpers -------------------------------------------------------------------------
+    def seed_of(self, cfg: Config) -> int:
+        return int(cfg.seed)
+
+    def arm_cost(self, cfg: Config, arm: str) -> float:
+        """Relative training cost, to start the slowest arms first."""
+        return 1.0

@@ -1,0 +1,51 @@
+"""Plot helpers shared by experiments (matplotlib, headless)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import matplotlib
+
+matplotlib.use("Agg")
+import matplotlib.pyplot as plt  # noqa: E402
+
+from engramlab.train.rundir import read_metrics  # noqa: E402
+
+ARM_COLORS = {"pondernet": "tab:blue", "act": "tab:orange", "fixed": "tab:green", "repeat": "tab:red"}
+
+
+def color(arm: str, index: int) -> str:
+    return ARM_COLORS.get(arm, f"C{index % 10}")
+
+
+def save(fig, path: Path) -> Path:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+    return path
+
+
+def learning_curves(
+    run_dir: Path, arms: list[str], panels: list[tuple[str, list[tuple[str, str, str]]]], path: Path, labels=None
+) -> Path:
+    """One panel per ``(title, [(metric key, line style, legend suffix), ...])``; one colour per arm.
+
+    Reads each arm's ``metrics.jsonl``; metrics missing from an arm are skipped.
+    """
+    labels = labels or {}
+    fig, axes = plt.subplots(1, len(panels), figsize=(5 * len(panels), 3.6), squeeze=False)
+    for ax, (title, keys) in zip(axes[0], panels):
+        for i, arm in enumerate(arms):
+            rows = read_metrics(Path(run_dir) / arm)
+            for key, style, suffix in keys:
+                points = [(r["step"], r[key]) for r in rows if r.get(key) is not None]
+                if points:
+                    xs, ys = zip(*points)
+                    ax.plot(xs, ys, style, color=color(arm, i), label=labels.get(arm, arm) + suffix, lw=1.4)
+        ax.set_title(title)
+        ax.set_xlabel("training step")
+        ax.grid(alpha=0.3)
+        if ax.lines:
+            ax.legend(fontsize=7)
+    return save(fig, path)

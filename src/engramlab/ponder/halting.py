@@ -1,0 +1,308 @@
+"""Halting schemes around any step module: PonderNet, ACT and a fixed-depth baseline.
+
+All three share one interface, so an experiment can swap them by name and compare them on the
+same data with the same step module:
+
+- ``forward(x) -> PonderOutput``: per-step predictions ``ŷₙ``, halting logits, the number of
+  steps each sample ran and the halting distribution ``pₙ`` used by the loss (training path);
+- ``loss(out, target, task_loss) -> (loss, logs)``; ``task_loss(pred, target)`` returns one loss
+  per sample;
+- ``predict(x, halting=..., max_steps=..., generator=...) -> (y, steps)``: the prediction and
+  the number of steps each sample actually took (evaluation path).
+
+All of them run the step through :func:`unroll`, which stops every sample at its own halting step
+and drops it from the batch, so a sample costs the steps it takes, not the batch's longest.
+
+References
+- PonderNet: Banino, Balaguer, Blundell, "PonderNet: Learning to Ponder", arXiv 2107.05407.
+- ACT: Graves, "Adaptive Computation Time for Recurrent Neural Networks", arXiv 1603.08983.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable
+from typing import Literal, NamedTuple
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from engramlab.ponder.steps import Step
+
+TaskLoss = Callable[[Tensor, Tensor], Tensor]  # (predictions, targets) -> per-sample loss
+HaltingMode = Literal["sample", "greedy"]
+# stop(halt_logit of the samples still running, their row indices) -> which of them stop now
+StopRule = Callable[[Tensor, Tensor], Tensor]
+
+
+class PonderOutput(NamedTuple):
+    y: Tensor  # (steps, batch, out_features) prediction at every step; zero after a sample stopped
+    halt_logit: Tensor  # (steps, batch) logit of λ_n; zero after a sample stopped
+    steps: Tensor  # (batch,) long, the number of steps each sample ran
+    p: Tensor  # (steps, batch) halting distribution over each sample's steps (sums to 1)
+
+
+def unroll(step: Step, x: Tensor, max_steps: int, stop: StopRule | None = None) -> tuple[Tensor, Tensor, Tensor]:
+    """Apply ``step`` to the same input again and again, for at most ``max_steps`` steps.
+
+    After each step, ``stop`` picks the samples that are done; they keep the step they stopped
+    at and leave the batch. Returns dense ``y`` (steps, batch, …) and ``halt_logit``
+    (steps, batch), zero where a sample had already stopped, and ``steps`` (batch,).
+    """
+    x_enc = step.encode(x)
+    h = step.initial_state(x_enc)
+    batch = x.shape[0]
+    running = torch.arange(batch, device=x.device)
+    steps = torch.full((batch,), max_steps, dtype=torch.long, device=x.device)
+    ys, logits, rows = [], [], []
+    for n in range(1, max_steps + 1):
+        h, y, halt_logit = step(x_enc, h)
+        ys.append(y)
+        logits.append(halt_logit)
+        rows.append(running)
+        if n == max_steps or stop is None:
+            continue
+        done = stop(halt_logit.detach(), running)
+        if bool(done.any()):
+            steps[running[done]] = n
+            keep = ~done
+            if not bool(keep.any()):
+                break
+            running, x_enc, h = running[keep], x_enc[keep], h[keep]
+    n_steps = len(ys)
+    step_index = torch.cat([torch.full_like(r, i) for i, r in enumerate(rows)])
+    row_index = torch.cat(rows)
+    y = ys[0].new_zeros(n_steps, batch, *ys[0].shape[1:]).index_put((step_index, row_index), torch.cat(ys))
+    halt = logits[0].new_zeros(n_steps, batch).index_put((step_index, row_index), torch.cat(logits))
+    return y, halt, steps
+
+
+def step_numbers(like: Tensor) -> Tensor:
+    """(steps, 1) column 1, 2, …, N in ``like``'s dtype and device."""
+    return torch.arange(1, like.shape[0] + 1, device=like.device, dtype=like.dtype).unsqueeze(1)
+
+
+def per_step_loss(y: Tensor, target: Tensor, task_loss: TaskLoss) -> Tensor:
+    """``task_loss`` at every step: (steps, batch, ...) predictions -> (steps, batch) losses."""
+    steps, batch = y.shape[:2]
+    targets = target.unsqueeze(0).expand(steps, *target.shape)
+    return task_loss(y.flatten(0, 1), targets.flatten(0, 1)).view(steps, batch)
+
+
+def at_last_step(values: Tensor, steps: Tensor) -> Tensor:
+    """``values[steps[i] - 1, i, ...]`` for every sample ``i``."""
+    index = (steps - 1).view(1, -1, *([1] * (values.dim() - 2))).expand(1, *values.shape[1:])
+    return values.gather(0, index).squeeze(0)
+
+
+# ---------------------------------------------------------------------------------------------
+# PonderNet
+
+
+def halting_distribution(halt_logit: Tensor, steps: Tensor | None = None) -> tuple[Tensor, Tensor]:
+    """``pₙ = λₙ ∏_{j<n} (1 − λⱼ)`` (PonderNet eq. 2), with the mass left at a sample's last step
+    ``N`` put on that step (§2.3: ``p_N = 1 − Σ_{n<N} pₙ``, i.e. ``λ_N := 1``) and ``pₙ = 0`` after.
+
+    ``steps`` (batch,) is each sample's ``N`` (default: all rows of ``halt_logit``). Computed in
+    log space; returns ``(p, log p)``, both (steps, batch). After ``N``, ``log p`` holds 0 instead
+    of ``-inf`` so that ``p · log p`` terms and their gradients stay finite (they are zero).
+    """
+    n = step_numbers(halt_logit)
+    last = n == (steps if steps is not None else halt_logit.shape[0])
+    log_continue = F.logsigmoid(-halt_logit)
+    # log ∏_{j<n} (1 − λ_j): zero for n = 1
+    log_not_yet = torch.cat([torch.zeros_like(log_continue[:1]), log_continue[:-1].cumsum(0)])
+    log_p = torch.where(last, log_not_yet, F.logsigmoid(halt_logit) + log_not_yet)
+    if steps is None:
+        return log_p.exp(), log_p
+    after = n > steps
+    log_p = log_p.masked_fill(after, 0.0)
+    return log_p.exp().masked_fill(after, 0.0), log_p
+
+
+def geometric_log_prior(lambda_p: float, max_steps: int, steps: Tensor | None = None) -> Tensor:
+    """``log p_G(n) = log λ_p + (n − 1) log(1 − λ_p)`` truncated at ``N`` and renormalised
+    (PonderNet eq. 3; ``1/λ_p`` is the prior's expected number of steps).
+
+    Without ``steps``: a (max_steps,) vector truncated at ``max_steps``. With ``steps`` (batch,):
+    (max_steps, batch), each column truncated at its sample's ``N``.
+    """
+    device = None if steps is None else steps.device
+    n = torch.arange(max_steps, dtype=torch.float64, device=device)
+    log_p = math.log(lambda_p) + n * math.log1p(-lambda_p)
+    if steps is None:
+        return (log_p - math.log1p(-((1 - lambda_p) ** max_steps))).float()
+    log_mass = torch.log1p(-torch.pow(1 - lambda_p, steps.to(torch.float64)))
+    return (log_p.unsqueeze(1) - log_mass.unsqueeze(0)).float()
+
+
+class PonderNet(nn.Module):
+    """PonderNet (Banino et al. 2021, §2).
+
+    Training (``forward``/``loss``): a sample's unroll ends at the first step ``N`` at which its
+    probability of having halted exceeds ``1 − epsilon``, or at ``max_steps`` (§2.3); the loss
+    is ``Σₙ pₙ L(y, ŷₙ) + β KL(p ‖ p_G(λ_p))`` (eq. 3), the KL in the paper's direction.
+
+    Evaluation (``predict``): at each step a sample halts with probability ``λₙ`` (§2.5), and at
+    ``max_steps`` it halts anyway; ``halting="greedy"`` halts at the first step with ``λₙ > 0.5``
+    (a deterministic variant, not in the paper).
+    """
+
+    def __init__(
+        self, step: Step, max_steps: int = 20, lambda_p: float = 0.2, beta: float = 0.01, epsilon: float = 0.05
+    ):
+        super().__init__()
+        if not 0 < lambda_p < 1:
+            raise ValueError(f"lambda_p must be in (0, 1), got {lambda_p}")
+        self.step, self.max_steps = step, max_steps
+        self.lambda_p, self.beta, self.epsilon = lambda_p, beta, epsilon
+
+    def forward(self, x: Tensor, max_steps: int | None = None) -> PonderOutput:
+        limit = max_steps or self.max_steps
+        stop = None
+        if self.epsilon > 0:
+            log_epsilon = math.log(self.epsilon)
+            log_not_halted = x.new_zeros(x.shape[0])
+
+            def stop(halt_logit: Tensor, rows: Tensor) -> Tensor:
+                log_not_halted[rows] += F.logsigmoid(-halt_logit)
+                return log_not_halted[rows] < log_epsilon
+
+        y, halt_logit, steps = unroll(self.step, x, limit, stop)
+        p, _ = halting_distribution(halt_logit, steps)
+        return PonderOutput(y, halt_logit, steps, p)
+
+    def loss(self, out: PonderOutput, target: Tensor, task_loss: TaskLoss) -> tuple[Tensor, dict[str, float]]:
+        p, log_p = halting_distribution(out.halt_logit, out.steps)
+        reconstruction = (p * per_step_loss(out.y, target, task_loss)).sum(0).mean()
+        log_prior = geometric_log_prior(self.lambda_p, p.shape[0], out.steps).to(p.dtype)
+        kl = (p * (log_p - log_prior)).sum(0).mean()  # p = 0 after a sample's last step
+        loss = reconstruction + self.beta * kl
+        logs = {
+            "loss": loss.item(),
+            "reconstruction": reconstruction.item(),
+            "kl": kl.item(),
+            "expected_steps": (p * step_numbers(p)).sum(0).mean().item(),
+            "computed_steps": out.steps.float().mean().item(),
+        }
+        return loss, logs
+
+    @torch.no_grad()
+    def predict(
+        self,
+        x: Tensor,
+        halting: HaltingMode = "sample",
+        max_steps: int | None = None,
+        generator: torch.Generator | None = None,
+    ) -> tuple[Tensor, Tensor]:
+        """Each sample runs until it halts (§2.5); it stops costing compute from then on."""
+        if halting == "sample":
+
+            def stop(halt_logit: Tensor, rows: Tensor) -> Tensor:
+                draw = torch.rand(halt_logit.shape, generator=generator, device=halt_logit.device)
+                return draw < torch.sigmoid(halt_logit)
+
+        elif halting == "greedy":
+
+            def stop(halt_logit: Tensor, rows: Tensor) -> Tensor:
+                return halt_logit > 0
+
+        else:
+            raise ValueError(f"unknown halting mode {halting!r} (allowed: 'sample', 'greedy')")
+        y, _, steps = unroll(self.step, x, max_steps or self.max_steps, stop)
+        return at_last_step(y, steps), steps
+
+
+# ---------------------------------------------------------------------------------------------
+# ACT
+
+
+class ACT(nn.Module):
+    """Adaptive Computation Time (Graves 2016, §2), for one input pondered over several steps.
+
+    With halting units ``hₙ = sigmoid(halt_logitₙ)``, a sample halts at
+    ``N = min{n : Σ_{j≤n} hⱼ ≥ 1 − ε}`` (or at ``max_steps``), the remainder is
+    ``R = 1 − Σ_{n<N} hₙ``, and the halting weights are ``pₙ = hₙ`` for ``n < N``, ``p_N = R``
+    (eqs. 3-6); the output is the ``p``-weighted mean of the per-step outputs (eqs. 7-8, the
+    pre-sigmoid outputs ``W s + b``), and the loss adds the ponder cost ``τ (N + R)`` (eqs. 9-12),
+    whose gradient flows through ``R`` only.
+    """
+
+    def __init__(self, step: Step, max_steps: int = 20, tau: float = 0.01, epsilon: float = 0.01):
+        super().__init__()
+        self.step, self.max_steps, self.tau, self.epsilon = step, max_steps, tau, epsilon
+
+    def forward(self, x: Tensor, max_steps: int | None = None) -> PonderOutput:
+        total = x.new_zeros(x.shape[0])
+
+        def stop(halt_logit: Tensor, rows: Tensor) -> Tensor:
+            total[rows] += torch.sigmoid(halt_logit)
+            return total[rows] >= 1 - self.epsilon
+
+        y, halt_logit, steps = unroll(self.step, x, max_steps or self.max_steps, stop)
+        h = torch.sigmoid(halt_logit)
+        n = step_numbers(h)
+        before = (n < steps).to(h.dtype)
+        remainder = 1 - (h * before).sum(0)
+        p = h * before + (n == steps).to(h.dtype) * remainder
+        return PonderOutput(y, halt_logit, steps, p)
+
+    @staticmethod
+    def output(out: PonderOutput) -> Tensor:
+        return (out.p.unsqueeze(-1) * out.y).sum(0)
+
+    @staticmethod
+    def ponder_cost(out: PonderOutput) -> Tensor:
+        """``ρ = N + R`` per sample; ``N`` is a constant for the gradient, ``R = p_N``."""
+        return out.steps.to(out.p.dtype) + at_last_step(out.p, out.steps)
+
+    def loss(self, out: PonderOutput, target: Tensor, task_loss: TaskLoss) -> tuple[Tensor, dict[str, float]]:
+        task = task_loss(self.output(out), target).mean()
+        cost = self.ponder_cost(out).mean()
+        loss = task + self.tau * cost
+        logs = {
+            "loss": loss.item(),
+            "reconstruction": task.item(),
+            "ponder_cost": cost.item(),
+            "expected_steps": (out.p * step_numbers(out.p)).sum(0).mean().item(),
+            "computed_steps": out.steps.float().mean().item(),
+        }
+        return loss, logs
+
+    @torch.no_grad()
+    def predict(self, x: Tensor, halting: str = "sample", max_steps: int | None = None, generator=None):
+        """ACT halts deterministically; ``halting`` and ``generator`` are accepted and ignored."""
+        out = self.forward(x, max_steps)
+        return self.output(out), out.steps
+
+
+# ---------------------------------------------------------------------------------------------
+# fixed depth
+
+
+class FixedDepth(nn.Module):
+    """No halting: apply the step ``depth`` times and predict from the last step.
+
+    ``depth = 1`` is a plain feed-forward pass of the RNN; ``depth > 1`` repeats the step a fixed
+    number of times (the Repeat-RNN of Fojo et al. 2018), which separates *more* computation from
+    *adaptive* computation.
+    """
+
+    def __init__(self, step: Step, depth: int = 1):
+        super().__init__()
+        self.step, self.depth = step, depth
+
+    def forward(self, x: Tensor, max_steps: int | None = None) -> PonderOutput:
+        y, halt_logit, steps = unroll(self.step, x, self.depth)
+        p = (step_numbers(halt_logit) == self.depth).to(y.dtype).expand_as(halt_logit)
+        return PonderOutput(y, halt_logit, steps, p)
+
+    def loss(self, out: PonderOutput, target: Tensor, task_loss: TaskLoss) -> tuple[Tensor, dict[str, float]]:
+        loss = task_loss(out.y[-1], target).mean()
+        return loss, {"loss": loss.item(), "reconstruction": loss.item(), "expected_steps": float(self.depth)}
+
+    @torch.no_grad()
+    def predict(self, x: Tensor, halting: str = "sample", max_steps: int | None = None, generator=None):
+        out = self.forward(x)
+        return out.y[-1], out.steps

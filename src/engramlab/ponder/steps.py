@@ -1,0 +1,175 @@
+"""Step modules for pondering: ``s(x, h) -> (h', ŷ, λ)`` (PonderNet, arXiv 2107.05407, §2, eq. 1).
+
+A step module is any network that maps the input and its state to a new state, a prediction
+``ŷₙ`` and the halting probability ``λₙ`` (the probability of halting at step ``n`` given that
+it has not halted before). Every step below shares one contract, so PonderNet, ACT and the
+fixed-depth baseline (``engramlab.ponder.halting``) can wrap any of them:
+
+- ``encode(x)``: the part of the computation that depends on the input only, done **once** per
+  input before the first step (for a recurrent cell: the input projection, which is the same at
+  every ponder step);
+- ``initial_state(x_enc)``: ``h₀``;
+- ``forward(x_enc, h) -> StepOutput(state, y, halt_logit)`` with ``λₙ = sigmoid(halt_logit)``.
+  Logits, not probabilities, are returned so that ``log λ`` and ``log(1 − λ)`` stay finite.
+
+States and encoded inputs are tensors with the batch first, so a caller may drop halted samples.
+"""
+
+from __future__ import annotations
+
+from typing import NamedTuple
+
+import torch
+from torch import Tensor, nn
+
+
+class StepOutput(NamedTuple):
+    state: Tensor  # h_{n+1}, batch first
+    y: Tensor  # (batch, out_features) prediction logits ŷ_n
+    halt_logit: Tensor  # (batch,) logit of λ_n
+
+    @property
+    def lam(self) -> Tensor:
+        return torch.sigmoid(self.halt_logit)
+
+
+class Step(nn.Module):
+    """Base class of step modules. ``sequence_input``: inputs are (batch, length, features)."""
+
+    sequence_input = False
+
+    def encode(self, x: Tensor) -> Tensor:
+        return x
+
+    def initial_state(self, x_enc: Tensor) -> Tensor:
+        raise NotImplementedError
+
+    def forward(self, x_enc: Tensor, h: Tensor) -> StepOutput:
+        raise NotImplementedError
+
+
+class GRUStep(Step):
+    """A GRU cell that re-reads the input at every step (the recurrent parity setup of ACT §3.1).
+
+    Same equations as ``torch.nn.GRUCell``; the input projection ``W_x x`` is computed once in
+    ``encode`` and reused at every ponder step instead of being recomputed ``N`` times.
+    """
+
+    def __init__(self, in_features: int, hidden: int = 128, out_features: int = 1):
+        super().__init__()
+        self.hidden = hidden
+        self.input = nn.Linear(in_features, 3 * hidden)
+        self.recurrent = nn.Linear(hidden, 3 * hidden)
+        self.readout = nn.Linear(hidden, out_features)
+        self.halt = nn.Linear(hidden, 1)
+
+    def encode(self, x: Tensor) -> Tensor:
+        return self.input(x)
+
+    def initial_state(self, x_enc: Tensor) -> Tensor:
+        return x_enc.new_zeros(x_enc.shape[0], self.hidden)
+
+    def forward(self, x_enc: Tensor, h: Tensor) -> StepOutput:
+        xr, xz, xn = x_enc.chunk(3, dim=-1)
+        hr, hz, hn = self.recurrent(h).chunk(3, dim=-1)
+        r = torch.sigmoid(xr + hr)
+        z = torch.sigmoid(xz + hz)
+        candidate = torch.tanh(xn + r * hn)
+        h = candidate + z * (h - candidate)  # (1 - z) * candidate + z * h
+        return StepOutput(h, self.readout(h), self.halt(h).squeeze(-1))
+
+
+class RNNStep(Step):
+    """The plain tanh RNN of the PonderNet/ACT parity experiments: ``h' = tanh(W x + U h + b)``."""
+
+    def __init__(self, in_features: int, hidden: int = 128, out_features: int = 1):
+        super().__init__()
+        self.hidden = hidden
+        self.input = nn.Linear(in_features, hidden)
+        self.recurrent = nn.Linear(hidden, hidden, bias=False)
+        self.readout = nn.Linear(hidden, out_features)
+        self.halt = nn.Linear(hidden, 1)
+
+    def encode(self, x: Tensor) -> Tensor:
+        return self.input(x)
+
+    def initial_state(self, x_enc: Tensor) -> Tensor:
+        return x_enc.new_zeros(x_enc.shape[0], self.hidden)
+
+    def forward(self, x_enc: Tensor, h: Tensor) -> StepOutput:
+        h = torch.tanh(x_enc + self.recurrent(h))
+        return StepOutput(h, self.readout(h), self.halt(h).squeeze(-1))
+
+
+class MLPStep(Step):
+    """A residual MLP applied to the state with the input injected at every step.
+
+    ``h' = LayerNorm(h + MLP(h + W x))``; the post-norm keeps the state bounded however many
+    times the step is applied.
+    """
+
+    def __init__(self, in_features: int, hidden: int = 128, out_features: int = 1, expansion: int = 2):
+        super().__init__()
+        self.hidden = hidden
+        self.input = nn.Linear(in_features, hidden)
+        self.mlp = nn.Sequential(
+            nn.Linear(hidden, expansion * hidden), nn.GELU(), nn.Linear(expansion * hidden, hidden)
+        )
+        self.norm = nn.LayerNorm(hidden)
+        self.readout = nn.Linear(hidden, out_features)
+        self.halt = nn.Linear(hidden, 1)
+
+    def encode(self, x: Tensor) -> Tensor:
+        return self.input(x)
+
+    def initial_state(self, x_enc: Tensor) -> Tensor:
+        return torch.zeros_like(x_enc)
+
+    def forward(self, x_enc: Tensor, h: Tensor) -> StepOutput:
+        h = self.norm(h + self.mlp(h + x_enc))
+        return StepOutput(h, self.readout(h), self.halt(h).squeeze(-1))
+
+
+class TransformerStep(Step):
+    """One pre-norm transformer block over a sequence, applied repeatedly (Universal Transformer,
+    Dehghani et al. 2019, with the input embedding re-injected at every step).
+
+    Input: (batch, length, in_features). Prediction and halting read the mean over positions.
+    """
+
+    sequence_input = True
+
+    def __init__(
+        self,
+        in_features: int,
+        hidden: int = 64,
+        out_features: int = 1,
+        heads: int = 4,
+        ff: int = 128,
+        max_len: int = 512,
+        dropout: float = 0.0,
+    ):
+        super().__init__()
+        self.input = nn.Linear(in_features, hidden)
+        self.position = nn.Parameter(torch.randn(max_len, hidden) * 0.02)
+        self.block = nn.TransformerEncoderLayer(hidden, heads, ff, dropout=dropout, batch_first=True, norm_first=True)
+        self.norm = nn.LayerNorm(hidden)
+        self.readout = nn.Linear(hidden, out_features)
+        self.halt = nn.Linear(hidden, 1)
+
+    def encode(self, x: Tensor) -> Tensor:
+        length = x.shape[1]
+        if length > self.position.shape[0]:
+            raise ValueError(f"sequence length {length} exceeds the step's max_len {self.position.shape[0]}")
+        return self.input(x) + self.position[:length]
+
+    def initial_state(self, x_enc: Tensor) -> Tensor:
+        return torch.zeros_like(x_enc)
+
+    def forward(self, x_enc: Tensor, h: Tensor) -> StepOutput:
+        h = self.block(h + x_enc)
+        pooled = self.norm(h).mean(dim=1)
+        return StepOutput(h, self.readout(pooled), self.halt(pooled).squeeze(-1))
+
+
+STEPS: dict[str, type[Step]] = {"gru": GRUStep, "rnn": RNNStep, "mlp": MLPStep, "transformer": TransformerStep}

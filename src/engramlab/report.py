@@ -1,0 +1,77 @@
+"""``engram report``: our numbers (mean ± std over seeds) next to the papers', as Markdown."""
+
+from __future__ import annotations
+
+import statistics
+from collections import defaultdict
+from pathlib import Path
+from typing import Any
+
+from engramlab.errors import RunDirError
+from engramlab.experiments import get_experiment
+from engramlab.train.rundir import SUMMARY_NAME, read_json
+
+
+def find_runs(paths: list[Path]) -> list[Path]:
+    """Finished run directories (run.json and summary.json) at or below ``paths``."""
+    runs = []
+    for path in paths:
+        path = Path(path)
+        if not path.exists():
+            raise RunDirError(f"{path}: no such directory")
+        candidates = [path] if (path / "run.json").exists() else sorted(p.parent for p in path.rglob("run.json"))
+        runs += [run for run in candidates if (run / SUMMARY_NAME).exists()]
+    return sorted(set(runs))
+
+
+def mean_std(values: list[float]) -> str:
+    if len(values) == 1:
+        return f"{values[0]:.3f}"
+    return f"{statistics.mean(values):.3f} ± {statistics.stdev(values):.3f}"
+
+
+def build_report(paths: list[Path]) -> str:
+    runs = find_runs(paths)
+    if not runs:
+        raise RunDirError(f"no finished runs under {', '.join(str(p) for p in paths)}")
+    groups: dict[tuple[str, str], list[dict[str, Any]]] = defaultdict(list)
+    for run in runs:
+        summary = read_json(run / SUMMARY_NAME)
+        summary["_dir"] = run
+        groups[(summary["experiment"], summary.get("preset") or "custom")].append(summary)
+    sections = [report_group(name, preset, summaries) for (name, preset), summaries in sorted(groups.items())]
+    return "\n\n".join(sections) + "\n"
+
+
+def report_group(name: str, preset: str, summaries: list[dict[str, Any]]) -> str:
+    exp = get_experiment(name)
+    seeds = sorted(s["seed"] for s in summaries)
+    values: dict[str, list[float]] = defaultdict(list)
+    for s in summaries:
+        for key, value in s["metrics"].items():
+            if isinstance(value, (int, float)):
+                values[key].append(float(value))
+    lines = [
+        f"### {name} — preset `{preset}` ({len(summaries)} run{'s' * (len(summaries) > 1)}, "
+        f"seeds {', '.join(map(str, seeds))})",
+        "",
+        "| metric | ours (mean ± std over seeds) | paper | source |",
+        "|---|---|---|---|",
+    ]
+    for paper in exp.paper:
+        ours = mean_std(values[paper.key]) if paper.key in values else "not measured"
+        theirs = paper.text if paper.value is None else f"{paper.value:g} ({paper.text})"
+        lines.append(f"| {paper.label} | {ours} | {theirs} | {paper.source} |")
+    others = [key for key in values if key not in {p.key for p in exp.paper}]
+    if others:
+        lines += ["", "| other metric | ours |", "|---|---|"]
+        lines += [f"| `{key}` | {mean_std(values[key])} |" for key in others]
+    wall = [s["wall_time_s"] / 60 for s in summaries]
+    machine = summaries[0].get("machine", {})
+    lines += [
+        "",
+        f"Wall time per run: {mean_std(wall)} min on {machine.get('processor', '?')} "
+        f"({machine.get('cpu_count', '?')} cores, {summaries[0].get('workers', '?')} worker(s)). "
+        f"Runs: {', '.join(str(s['_dir']) for s in summaries)}",
+    ]
+    return "\n".join(lines)

@@ -1,0 +1,53 @@
+"""Shared test helpers. Tests run on CPU with one thread, so results are reproducible."""
+
+from __future__ import annotations
+
+import os
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+
+from engramlab.ponder.steps import Step, StepOutput
+
+torch.set_num_threads(1)
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+class ScriptedStep(Step):
+    """A step that returns given outputs: ``ys[n]`` (batch, out) and ``halt_logits[n]`` (batch,).
+
+    The state counts the steps taken, so the wrapper's unroll and halting can be checked against
+    hand computations.
+    """
+
+    def __init__(self, ys: list[torch.Tensor], halt_logits: list[torch.Tensor]):
+        super().__init__()
+        self.ys, self.halt_logits = ys, halt_logits
+        self.scale = torch.nn.Parameter(torch.ones(()))  # gives the outputs a gradient path
+
+    def initial_state(self, x_enc):
+        return torch.zeros(x_enc.shape[0], 1, dtype=torch.long)
+
+    def forward(self, x_enc, h):
+        n = int(h[0, 0])
+        rows = x_enc[:, 0].long()  # the input carries the original row index (survives compaction)
+        return StepOutput(h + 1, self.ys[n][rows] * self.scale, self.halt_logits[n][rows])
+
+
+def row_index_input(batch: int) -> torch.Tensor:
+    return torch.arange(batch, dtype=torch.float32).unsqueeze(1)
+
+
+def engram_cmd() -> list[str]:
+    return [sys.executable, "-m", "engramlab.cli"]
+
+
+@pytest.fixture
+def subprocess_env():
+    env = dict(os.environ)
+    env["PYTHONUNBUFFERED"] = "1"
+    env["OMP_NUM_THREADS"] = "1"
+    return env
