@@ -136,5 +136,5 @@ def test_list_and_help(capsys):
 def test_show_config_lists_every_key_without_training(tmp_path, capsys):
     assert main(["run", "pondernet-parity", "--show-config", "--out", str(tmp_path)]) == 0
     text = capsys.readouterr().out
-    assert "model.lambda_p = 0.2" in text and "train.steps" in text
+    assert "model.lambda_p = 0.1" in text and "train.steps" in text
     assert not list(tmp_path.iterdir())

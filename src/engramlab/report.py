@@ -55,12 +55,17 @@ def report_group(name: str, preset: str, summaries: list[dict[str, Any]]) -> str
         f"### {name} — preset `{preset}` ({len(summaries)} run{'s' * (len(summaries) > 1)}, "
         f"seeds {', '.join(map(str, seeds))})",
         "",
+        *(
+            ["Deviations from the paper:", *[f"- {d}" for d in exp.deviations.get(preset, [])], ""]
+            if exp.deviations.get(preset)
+            else []
+        ),
         "| metric | ours (mean ± std over seeds) | paper | source |",
         "|---|---|---|---|",
     ]
     for paper in exp.paper:
         ours = mean_std(values[paper.key]) if paper.key in values else "not measured"
-        theirs = paper.text if paper.value is None else f"{paper.value:g} ({paper.text})"
+        theirs = paper.text if paper.value is None else f"{paper.value:g}" + (f" ({paper.text})" if paper.text else "")
         lines.append(f"| {paper.label} | {ours} | {theirs} | {paper.source} |")
     others = [key for key in values if key not in {p.key for p in exp.paper}]
     if others:

@@ -24,7 +24,8 @@ class PaperNumber:
     """A number the paper reports, for the report table next to ours.
 
     ``key`` names a metric in the run's ``summary.json`` (``metrics`` section); ``value`` is
-    the paper's number (None when the paper states it only in words, then ``text`` says how).
+    the paper's number (None when the paper states it only in words); ``text`` qualifies it or,
+    without a value, says it in the paper's words.
     """
 
     key: str
@@ -40,6 +41,7 @@ class Experiment:
     Config: ClassVar[type[Config]]
     presets: ClassVar[dict[str, dict[str, Any]]]
     paper: ClassVar[list[PaperNumber]] = []
+    deviations: ClassVar[dict[str, list[str]]] = {}  # per preset: every way it differs from the paper
 
     # --- what to train -------------------------------------------------------------------
     def arms(self, cfg: Config) -> list[str]:

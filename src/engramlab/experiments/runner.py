@@ -101,6 +101,7 @@ def finish_run(exp, cfg, run_dir, results, *, preset, overrides, started, wall_t
         "seed": exp.seed_of(cfg),
         "metrics": metrics,
         "paper": [p.__dict__ for p in exp.paper],
+        "deviations": exp.deviations.get(preset, []),
         "arms": {
             arm: {k: r[k] for k in ("steps", "train_wall_time_s", "eval_wall_time_s", "parameters")}
             for arm, r in results.items()
