@@ -43,7 +43,10 @@ def main(argv=None) -> int:
     reached = [r["seconds"] for r in rows if r["seconds"] is not None]
     summary = {
         "command": "python benchmarks/time_to_accuracy.py " + " ".join(argv or sys.argv[1:]),
-        "arm": args.arm, "metric": args.metric, "threshold": args.threshold, "runs": rows,
+        "arm": args.arm,
+        "metric": args.metric,
+        "threshold": args.threshold,
+        "runs": rows,
         "reached": f"{len(reached)}/{len(rows)}",
         "seconds_mean": statistics.mean(reached) if reached else None,
         "seconds_std": statistics.stdev(reached) if len(reached) > 1 else None,

@@ -13,10 +13,8 @@ from engramlab.train.checkpoint import atomic_write_text
 from engramlab.train.rundir import (
     CONFIG_NAME,
     SUMMARY_NAME,
-    library_versions,
-    machine_info,
     new_run_dir,
-    now_iso,
+    provenance,
     write_json,
 )
 
@@ -50,9 +48,7 @@ def evaluate_run(run_dir: Path, overrides: list[str]) -> tuple[dict[str, Any], P
         "overrides": overrides,
         "metrics": metrics,
         "results": results,
-        "finished": now_iso(),
-        "versions": library_versions(),
-        "machine": machine_info(),
+        **provenance(),
         "plots": [str(p.relative_to(out_dir)) for p in plots],
     }
     write_json(out_dir / SUMMARY_NAME, summary)

@@ -33,9 +33,8 @@ from engramlab.train.rundir import (
     CONFIG_NAME,
     SUMMARY_NAME,
     Stopwatch,
-    library_versions,
-    machine_info,
     now_iso,
+    provenance,
     read_json,
     write_json,
 )
@@ -110,9 +109,7 @@ def finish_run(exp, cfg, run_dir, results, *, preset, overrides, started, wall_t
         "workers": workers,
         "threads_per_worker": threads,
         "started": started,
-        "finished": now_iso(),
-        "versions": library_versions(),
-        "machine": machine_info(),
+        **provenance(),
         "plots": [str(p.relative_to(run_dir)) for p in plots],
     }
     write_json(run_dir / SUMMARY_NAME, summary)

@@ -48,7 +48,30 @@ class Step(nn.Module):
         raise NotImplementedError
 
 
-class GRUStep(Step):
+class VectorStep(Step):
+    """Shared parts of steps whose state is one vector per sample: the input projection (applied
+    once per input), and the prediction and halting heads read from the state."""
+
+    def __init__(self, in_features: int, hidden: int, input_width: int):
+        super().__init__()
+        self.hidden = hidden
+        self.input = nn.Linear(in_features, input_width)
+
+    def add_heads(self, out_features: int) -> None:
+        self.readout = nn.Linear(self.hidden, out_features)
+        self.halt = nn.Linear(self.hidden, 1)
+
+    def encode(self, x: Tensor) -> Tensor:
+        return self.input(x)
+
+    def initial_state(self, x_enc: Tensor) -> Tensor:
+        return x_enc.new_zeros(x_enc.shape[0], self.hidden)
+
+    def read(self, h: Tensor) -> StepOutput:
+        return StepOutput(h, self.readout(h), self.halt(h).squeeze(-1))
+
+
+class GRUStep(VectorStep):
     """A GRU cell that re-reads the input at every step (the recurrent parity setup of ACT §3.1).
 
     Same equations as ``torch.nn.GRUCell``; the input projection ``W_x x`` is computed once in
@@ -56,18 +79,9 @@ class GRUStep(Step):
     """
 
     def __init__(self, in_features: int, hidden: int = 128, out_features: int = 1):
-        super().__init__()
-        self.hidden = hidden
-        self.input = nn.Linear(in_features, 3 * hidden)
+        super().__init__(in_features, hidden, 3 * hidden)
         self.recurrent = nn.Linear(hidden, 3 * hidden)
-        self.readout = nn.Linear(hidden, out_features)
-        self.halt = nn.Linear(hidden, 1)
-
-    def encode(self, x: Tensor) -> Tensor:
-        return self.input(x)
-
-    def initial_state(self, x_enc: Tensor) -> Tensor:
-        return x_enc.new_zeros(x_enc.shape[0], self.hidden)
+        self.add_heads(out_features)
 
     def forward(self, x_enc: Tensor, h: Tensor) -> StepOutput:
         xr, xz, xn = x_enc.chunk(3, dim=-1)
@@ -75,33 +89,22 @@ class GRUStep(Step):
         r = torch.sigmoid(xr + hr)
         z = torch.sigmoid(xz + hz)
         candidate = torch.tanh(xn + r * hn)
-        h = candidate + z * (h - candidate)  # (1 - z) * candidate + z * h
-        return StepOutput(h, self.readout(h), self.halt(h).squeeze(-1))
+        return self.read(candidate + z * (h - candidate))  # (1 - z) * candidate + z * h
 
 
-class RNNStep(Step):
+class RNNStep(VectorStep):
     """The plain tanh RNN of the PonderNet/ACT parity experiments: ``h' = tanh(W x + U h + b)``."""
 
     def __init__(self, in_features: int, hidden: int = 128, out_features: int = 1):
-        super().__init__()
-        self.hidden = hidden
-        self.input = nn.Linear(in_features, hidden)
+        super().__init__(in_features, hidden, hidden)
         self.recurrent = nn.Linear(hidden, hidden, bias=False)
-        self.readout = nn.Linear(hidden, out_features)
-        self.halt = nn.Linear(hidden, 1)
-
-    def encode(self, x: Tensor) -> Tensor:
-        return self.input(x)
-
-    def initial_state(self, x_enc: Tensor) -> Tensor:
-        return x_enc.new_zeros(x_enc.shape[0], self.hidden)
+        self.add_heads(out_features)
 
     def forward(self, x_enc: Tensor, h: Tensor) -> StepOutput:
-        h = torch.tanh(x_enc + self.recurrent(h))
-        return StepOutput(h, self.readout(h), self.halt(h).squeeze(-1))
+        return self.read(torch.tanh(x_enc + self.recurrent(h)))
 
 
-class MLPStep(Step):
+class MLPStep(VectorStep):
     """A residual MLP applied to the state with the input injected at every step.
 
     ``h' = LayerNorm(h + MLP(h + W x))``; the post-norm keeps the state bounded however many
@@ -109,25 +112,15 @@ class MLPStep(Step):
     """
 
     def __init__(self, in_features: int, hidden: int = 128, out_features: int = 1, expansion: int = 2):
-        super().__init__()
-        self.hidden = hidden
-        self.input = nn.Linear(in_features, hidden)
+        super().__init__(in_features, hidden, hidden)
         self.mlp = nn.Sequential(
             nn.Linear(hidden, expansion * hidden), nn.GELU(), nn.Linear(expansion * hidden, hidden)
         )
         self.norm = nn.LayerNorm(hidden)
-        self.readout = nn.Linear(hidden, out_features)
-        self.halt = nn.Linear(hidden, 1)
-
-    def encode(self, x: Tensor) -> Tensor:
-        return self.input(x)
-
-    def initial_state(self, x_enc: Tensor) -> Tensor:
-        return torch.zeros_like(x_enc)
+        self.add_heads(out_features)
 
     def forward(self, x_enc: Tensor, h: Tensor) -> StepOutput:
-        h = self.norm(h + self.mlp(h + x_enc))
-        return StepOutput(h, self.readout(h), self.halt(h).squeeze(-1))
+        return self.read(self.norm(h + self.mlp(h + x_enc)))
 
 
 class TransformerStep(Step):

@@ -152,6 +152,11 @@ def library_versions() -> dict[str, str]:
     return versions
 
 
+def provenance() -> dict[str, Any]:
+    """When, with which library versions and on which machine a result was produced."""
+    return {"finished": now_iso(), "versions": library_versions(), "machine": machine_info()}
+
+
 def now_iso() -> str:
     return datetime.now().astimezone().isoformat(timespec="seconds")
 
