@@ -41,6 +41,7 @@ def main(argv=None) -> int:
     for row in rows:
         print(f"{row['run']}: step {row['step']}, {row['seconds']} s")
     reached = [r["seconds"] for r in rows if r["seconds"] is not None]
+    run_summary = read_json(args.runs[0] / "summary.json")  # the machine the runs trained on
     summary = {
         "command": "python benchmarks/time_to_accuracy.py " + " ".join(argv or sys.argv[1:]),
         "arm": args.arm,
@@ -50,7 +51,7 @@ def main(argv=None) -> int:
         "reached": f"{len(reached)}/{len(rows)}",
         "seconds_mean": statistics.mean(reached) if reached else None,
         "seconds_std": statistics.stdev(reached) if len(reached) > 1 else None,
-        "machine": read_json(args.runs[0] / "summary.json").get("machine"),
+        **{key: run_summary.get(key) for key in ("machine", "workers", "threads_per_worker")},
     }
     print(f"reached {summary['reached']}; mean {summary['seconds_mean']} s")
     if args.out:

@@ -41,6 +41,11 @@ def row_index_input(batch: int) -> torch.Tensor:
     return torch.arange(batch, dtype=torch.float32).unsqueeze(1)
 
 
+def sets(*overrides: str) -> list[str]:
+    """``--set`` arguments for the command line: sets("a=1", "b=2") -> ["--set", "a=1", "--set", "b=2"]."""
+    return [arg for override in overrides for arg in ("--set", override)]
+
+
 def engram_cmd() -> list[str]:
     return [sys.executable, "-m", "engramlab.cli"]
 

@@ -5,35 +5,24 @@ import subprocess
 
 import pytest
 import torch
-from conftest import engram_cmd
+from conftest import engram_cmd, sets
 
 import engramlab
 from engramlab.cli import main
 
-TINY = [
-    "--set",
+TINY = sets(
     "task.n=6",
-    "--set",
     "task.train_k=[1,3]",
-    "--set",
     "task.test_k=[4,6]",
-    "--set",
     "model.hidden=8",
-    "--set",
     "model.max_steps=4",
-    "--set",
     "train.steps=20",
-    "--set",
     "train.log_every=5",
-    "--set",
     "train.eval_every=10",
-    "--set",
     "train.checkpoint_every=10",
-    "--set",
     "eval.samples_per_k=20",
-    "--set",
     "eval.monitor_samples=50",
-]
+)
 
 
 @pytest.fixture(scope="module")

@@ -5,7 +5,7 @@ import subprocess
 import sys
 import textwrap
 
-from conftest import REPO
+from conftest import REPO, sets
 
 SCRIPT = textwrap.dedent(
     """
@@ -61,28 +61,19 @@ def test_engram_run_under_torchrun_writes_one_run_directory(tmp_path, subprocess
         "--no-progress",
         "--out",
         str(tmp_path),
-        "--set",
-        "task.n=6",
-        "--set",
-        "task.train_k=[1,3]",
-        "--set",
-        "task.test_k=[4,6]",
-        "--set",
-        "model.hidden=8",
-        "--set",
-        "model.max_steps=3",
-        "--set",
-        "methods=[pondernet,fixed]",
-        "--set",
-        "train.steps=20",
-        "--set",
-        "train.log_every=10",
-        "--set",
-        "train.checkpoint_every=10",
-        "--set",
-        "train.batch_size=16",
-        "--set",
-        "eval.samples_per_k=10",
+        *sets(
+            "task.n=6",
+            "task.train_k=[1,3]",
+            "task.test_k=[4,6]",
+            "model.hidden=8",
+            "model.max_steps=3",
+            "methods=[pondernet,fixed]",
+            "train.steps=20",
+            "train.log_every=10",
+            "train.checkpoint_every=10",
+            "train.batch_size=16",
+            "eval.samples_per_k=10",
+        ),
     ]
     subprocess.run(torchrun(*args), check=True, env=subprocess_env, cwd=tmp_path, capture_output=True, timeout=300)
     (run_dir,) = (tmp_path / "pondernet-parity").iterdir()

@@ -29,6 +29,10 @@ class Parser(argparse.ArgumentParser):
         self.exit(2, f"{self.prog}: error: {message} (see {self.prog} --help)\n")
 
 
+def add_set_option(parser: argparse.ArgumentParser, help: str) -> None:
+    parser.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE", help=help)
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = Parser(
         prog="engram",
@@ -58,14 +62,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.add_argument("--seed", type=int, default=None, help="seed of initialisation and training data (default 0)")
     p.add_argument("--out", type=Path, default=Path("runs"), help="root of run directories (default: runs)")
-    p.add_argument(
-        "--set",
-        dest="overrides",
-        action="append",
-        default=[],
-        metavar="KEY=VALUE",
-        help="override any config key, e.g. --set model.lambda_p=0.1 (repeatable; values are YAML)",
-    )
+    add_set_option(p, "override any config key, e.g. --set model.lambda_p=0.1 (repeatable; values are YAML)")
     p.add_argument(
         "--resume",
         type=Path,
@@ -100,13 +97,9 @@ def build_parser() -> argparse.ArgumentParser:
         "retraining. Results go to RUN_DIR/evals/<timestamp>/.",
     )
     p.add_argument("run_dir", type=Path, help="a run directory written by `engram run`")
-    p.add_argument(
-        "--set",
-        dest="overrides",
-        action="append",
-        default=[],
-        metavar="KEY=VALUE",
-        help="change the task or the evaluation, e.g. --set task.test_k=[49,96] "
+    add_set_option(
+        p,
+        "change the task or the evaluation, e.g. --set task.test_k=[49,96] "
         "(allowed: task.*, eval.*, model.eval_max_steps)",
     )
     p.add_argument("--threads", type=int, default=None, help="PyTorch threads (default: all cores)")

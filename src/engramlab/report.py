@@ -24,10 +24,11 @@ def find_runs(paths: list[Path]) -> list[Path]:
     return sorted(set(runs))
 
 
-def mean_std(values: list[float]) -> str:
+def mean_std(values: list[float], digits: int = 4) -> str:
+    """Four decimals by default, so that e.g. 0.9998 is not shown as 1.000."""
     if len(values) == 1:
-        return f"{values[0]:.3f}"
-    return f"{statistics.mean(values):.3f} ± {statistics.stdev(values):.3f}"
+        return f"{values[0]:.{digits}f}"
+    return f"{statistics.mean(values):.{digits}f} ± {statistics.stdev(values):.{digits}f}"
 
 
 def build_report(paths: list[Path]) -> str:
@@ -75,7 +76,7 @@ def report_group(name: str, preset: str, summaries: list[dict[str, Any]]) -> str
     machine = summaries[0].get("machine", {})
     lines += [
         "",
-        f"Wall time per run: {mean_std(wall)} min on {machine.get('processor', '?')} "
+        f"Wall time per run: {mean_std(wall, digits=1)} min on {machine.get('processor', '?')} "
         f"({machine.get('cpu_count', '?')} cores, {summaries[0].get('workers', '?')} worker(s)). "
         f"Runs: {', '.join(str(s['_dir']) for s in summaries)}",
     ]
