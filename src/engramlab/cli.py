@@ -106,6 +106,33 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=cmd_eval)
 
     p = sub.add_parser(
+        "bench",
+        help="run a suite of experiments over several seeds and write a leaderboard",
+        description="Run every experiment of a suite (memory: copy, associative recall, MQAR, passkey; every kind "
+        "of memory that applies) once per seed, then write leaderboard.md/.json. Finished runs are kept and "
+        "interrupted ones resumed, so the command can be repeated.",
+    )
+    p.add_argument("suite", choices=["memory"], help="which suite")
+    p.add_argument("--preset", default="quick", help="preset of every experiment (default: quick)")
+    p.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2], help="seeds (default: 0 1 2)")
+    p.add_argument(
+        "--out", type=Path, default=Path("runs-bench"), help="root of the run directories (default: runs-bench)"
+    )
+    p.add_argument(
+        "--publish",
+        type=Path,
+        default=None,
+        metavar="DIR",
+        help="copy the runs (without checkpoints) and write the leaderboard there, e.g. docs/results/memory",
+    )
+    p.add_argument("--experiments", nargs="+", default=None, help="only these experiments of the suite")
+    add_set_option(p, "override a config key in every experiment, e.g. --set train.steps=100 (repeatable)")
+    p.add_argument("--workers", type=int, default=None, help="arms trained in parallel processes (default: CPU cores)")
+    p.add_argument("--threads", type=int, default=None, help="PyTorch threads per worker (default: cores / workers)")
+    p.add_argument("--no-progress", action="store_true", help="no progress bars")
+    p.set_defaults(func=cmd_bench)
+
+    p = sub.add_parser(
         "report",
         help="Markdown table of our numbers next to the paper's",
         description="Collect finished runs (default: every run under runs/) and print, per experiment and "
@@ -201,6 +228,29 @@ def cmd_eval(args) -> int:
     summary, out_dir = evaluate_run(args.run_dir, args.overrides)
     print_metrics(summary["metrics"])
     print(f"results: {out_dir / 'summary.json'}")
+    return 0
+
+
+def cmd_bench(args) -> int:
+    from engramlab.bench import SUITES, run_suite
+
+    for name in args.experiments or []:
+        if name not in SUITES[args.suite]:
+            raise EngramError(
+                f"unknown experiment '{name}' in suite {args.suite} (allowed: {', '.join(SUITES[args.suite])})"
+            )
+    run_suite(
+        args.suite,
+        preset=args.preset,
+        seeds=args.seeds,
+        out=args.out,
+        publish=args.publish,
+        experiments=args.experiments,
+        overrides=args.overrides,
+        workers=args.workers or os.cpu_count() or 1,
+        threads=args.threads,
+        progress=not args.no_progress,
+    )
     return 0
 
 

@@ -10,6 +10,10 @@ from engramlab.experiments.base import Experiment, PaperNumber
 # name -> module defining ``EXPERIMENT``; add a line here to register a new experiment
 REGISTRY: dict[str, str] = {
     "pondernet-parity": "engramlab.experiments.pondernet_parity",
+    "memory-copy": "engramlab.experiments.memory_copy",
+    "memory-recall": "engramlab.experiments.memory_recall",
+    "memory-mqar": "engramlab.experiments.memory_mqar",
+    "memory-passkey": "engramlab.experiments.memory_passkey",
 }
 
 __all__ = ["Experiment", "PaperNumber", "REGISTRY", "get_experiment", "all_experiments"]

@@ -1,0 +1,137 @@
+"""``engram bench memory``: every kind of memory on every task it applies to, several seeds, one leaderboard.
+
+Each memory experiment (copy, associative recall, MQAR, passkey) is run once per seed with its
+preset into ``OUT/<experiment>/<preset>-seed<S>/``; a run that already finished is kept, one that
+was interrupted is resumed, so the command can be stopped and started again. Then the
+leaderboard is written: for every experiment and memory kind, the headline metric in every
+evaluation setting (mean ± std over seeds), parameters, training time and speed, with links to
+the run summaries. With ``--publish DIR`` the runs are copied there (without checkpoints) and
+the leaderboard links to the copies.
+"""
+
+from __future__ import annotations
+
+import statistics
+from pathlib import Path
+from typing import Any
+
+from engramlab.api import load_config
+from engramlab.config import resolve
+from engramlab.experiments import get_experiment
+from engramlab.experiments.runner import run_experiment
+from engramlab.publish import publish_run
+from engramlab.train.rundir import SUMMARY_NAME, read_json, write_json
+
+SUITES = {"memory": ["memory-copy", "memory-recall", "memory-mqar", "memory-passkey"]}
+
+
+def run_suite(
+    suite: str,
+    *,
+    preset: str,
+    seeds: list[int],
+    out: Path,
+    publish: Path | None,
+    experiments: list[str] | None = None,
+    overrides: list[str] = (),
+    workers: int = 1,
+    threads: int | None = None,
+    progress: bool = True,
+) -> Path:
+    """Run (or resume) every experiment x seed, then write the leaderboard; returns its path."""
+    names = experiments or SUITES[suite]
+    runs: dict[str, list[Path]] = {}
+    for name in names:
+        exp = get_experiment(name)
+        for seed in seeds:
+            run_overrides = [*overrides, f"seed={seed}"]
+            cfg = resolve(exp.Config, exp.presets[preset], overrides=run_overrides)
+            run_dir = Path(out) / name / f"{preset}-seed{seed}"
+            if not (run_dir / SUMMARY_NAME).exists():
+                resume = (run_dir / "run.json").exists()
+                run_dir.mkdir(parents=True, exist_ok=True)
+                print(f"{'resuming' if resume else 'running'} {name}, seed {seed}: {run_dir}")
+                run_experiment(
+                    exp,
+                    cfg,
+                    run_dir,
+                    preset=preset,
+                    overrides=run_overrides,
+                    resume=resume,
+                    workers=workers,
+                    threads=threads,
+                    progress=progress,
+                )
+            if publish is not None:
+                run_dir = publish_run(run_dir, Path(publish) / name / f"{preset}-seed{seed}")
+            runs.setdefault(name, []).append(run_dir)
+    where = Path(publish) if publish is not None else Path(out)
+    return write_leaderboard(runs, where)
+
+
+def collect(name: str, run_dirs: list[Path]) -> list[dict[str, Any]]:
+    """One row per arm: each setting's headline metric over seeds, parameters, time and speed."""
+    exp = get_experiment(name)
+    summaries = [read_json(d / SUMMARY_NAME) for d in run_dirs]
+    arm_names = list(summaries[0]["arms"])
+    settings = list(load_config(run_dirs[0])[1].eval.settings)
+    metric = exp.headline_metric
+    rows = []
+    for arm in arm_names:
+        arm_info = [s["arms"][arm] for s in summaries]
+        row = {
+            "experiment": name,
+            "memory": arm,
+            "metric": metric,
+            "parameters": summaries[0]["metrics"][f"{arm}/parameters"],
+            "seeds": [s["seed"] for s in summaries],
+            "settings": {},
+            "train_wall_time_s": [a["train_wall_time_s"] for a in arm_info],
+            "steps_per_s": [a["steps"] / a["train_wall_time_s"] for a in arm_info],
+            "runs": [str(d) for d in run_dirs],
+        }
+        for setting in settings:
+            key = f"{arm}/{setting}_{metric}"
+            if key in summaries[0]["metrics"]:
+                row["settings"][setting] = [s["metrics"][key] for s in summaries]
+        rows.append(row)
+    return rows
+
+
+def mean_std(values: list[float], digits: int) -> str:
+    if len(values) == 1:
+        return f"{values[0]:.{digits}f}"
+    return f"{statistics.mean(values):.{digits}f} ± {statistics.stdev(values):.{digits}f}"
+
+
+def write_leaderboard(runs: dict[str, list[Path]], where: Path) -> Path:
+    where.mkdir(parents=True, exist_ok=True)
+    rows = [row for name, dirs in runs.items() for row in collect(name, dirs)]
+    lines = ["# Memory leaderboard", ""]
+    for name in runs:
+        exp_rows = [r for r in rows if r["experiment"] == name]
+        settings = list(dict.fromkeys(s for r in exp_rows for s in r["settings"]))
+        metric = exp_rows[0]["metric"]
+        words = {"accuracy": "accuracy", "bit_errors": "wrong bits per sequence"}[metric]
+        lines += [f"## {name} ({words}; mean ± std over seeds {', '.join(map(str, exp_rows[0]['seeds']))})", ""]
+        lines.append("| memory | " + " | ".join(settings) + " | parameters | train time (s) | steps/s | runs |")
+        lines.append("|---" * (len(settings) + 5) + "|")
+        for r in exp_rows:
+            cells = [
+                mean_std(r["settings"][s], 2 if metric == "bit_errors" else 4) if s in r["settings"] else "—"
+                for s in settings
+            ]
+            links = ", ".join(
+                f"[{i}]({Path(d).relative_to(where) if Path(d).is_relative_to(where) else d}/summary.json)"
+                for i, d in zip(r["seeds"], r["runs"])
+            )
+            lines.append(
+                f"| {r['memory']} | " + " | ".join(cells) + f" | {r['parameters']:,} | "
+                f"{mean_std(r['train_wall_time_s'], 0)} | {mean_std(r['steps_per_s'], 1)} | {links} |"
+            )
+        lines.append("")
+    path = where / "leaderboard.md"
+    path.write_text("\n".join(lines))
+    write_json(where / "leaderboard.json", rows)
+    print(f"leaderboard: {path}")
+    return path

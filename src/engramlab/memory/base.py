@@ -1,0 +1,61 @@
+"""The one interface every kind of memory implements.
+
+A memory is a *causal sequence layer with state*::
+
+    y, state = memory(x, state)      # x, y: (batch, time, d_model)
+
+- ``y[:, t]`` depends only on ``x[:, :t + 1]`` and on ``state`` (what earlier calls remembered).
+- ``state=None`` means an empty memory (a new sequence). Passing the returned ``state`` to the
+  next call continues the same sequences: this is how a long input is processed window by
+  window (``engramlab.models.sequence.MemoryModel`` does it), and what lets segment recurrence
+  (Transformer-XL) and episodic kNN memory remember beyond one window.
+- What the state is depends on the kind: the LSTM's ``(h, c)``, the NTM's memory matrix and
+  head weightings, the previous segment's hidden states, a FAISS store. Memories that are not
+  trained through time (Transformer-XL cache, kNN store) hold no gradient in their state;
+  recurrent ones do, and the caller decides where to cut it with :func:`detach_state`.
+
+Because every kind has the same signature, a model swaps memories by config
+(``--set model.memory=ntm``) and a benchmark compares them on identical tasks.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import torch
+from torch import Tensor, nn
+
+
+class Memory(nn.Module):
+    """Base class: ``forward(x, state=None) -> (y, state)``; see the module docstring."""
+
+    d_model: int
+
+    def forward(self, x: Tensor, state: Any = None) -> tuple[Tensor, Any]:  # pragma: no cover - abstract
+        raise NotImplementedError
+
+    def reset(self, state: Any, done: Tensor) -> Any:
+        """Clear the memory of the sequences where ``done`` (batch,) is True (new documents).
+
+        The default works for states made of tensors with the batch first: their rows are zeroed.
+        Kinds with other state (a FAISS store) override it.
+        """
+        return map_state(state, lambda t: t.masked_fill(done.view(-1, *([1] * (t.dim() - 1))), 0.0))
+
+
+def map_state(state: Any, fn) -> Any:
+    """Apply ``fn`` to every tensor in a (nested tuple/list/dict) state; other leaves pass through."""
+    if state is None:
+        return None
+    if isinstance(state, Tensor):
+        return fn(state)
+    if isinstance(state, tuple | list):
+        return type(state)(map_state(s, fn) for s in state)
+    if isinstance(state, dict):
+        return {k: map_state(v, fn) for k, v in state.items()}
+    return state
+
+
+def detach_state(state: Any) -> Any:
+    """Cut the gradient through a state (truncated backpropagation through time)."""
+    return map_state(state, torch.Tensor.detach)
