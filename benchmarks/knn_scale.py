@@ -133,7 +133,13 @@ def parse_args(argv=None) -> argparse.Namespace:
     train.add_argument("--d-model", type=int, default=64, help="model width")
     train.add_argument("--heads", type=int, default=4, help="attention heads")
     train.add_argument("--train-steps", type=int, default=3, help="timed steps per setting (after one warm-up)")
-    parser.add_argument("--threads", type=int, default=2, help="torch and FAISS (OpenMP) threads")
+    parser.add_argument(
+        "--threads",
+        type=int,
+        default=2,
+        help="torch and FAISS (OpenMP) threads; more than the free cores (other jobs!) make the many small ops "
+        "of the training part very slow (oversubscription)",
+    )
     parser.add_argument("--seed", type=int, default=0, help="random seed")
     parser.add_argument("--out", type=Path, default=None, help="write the results as JSON to this path")
     return parser.parse_args(argv)
@@ -410,7 +416,7 @@ def training_rows(args) -> list[dict]:
 # -- main ---------------------------------------------------------------------------------------------
 
 
-def machine(args) -> dict:
+def machine() -> dict:
     return {
         "processor": platform.processor() or platform.machine(),
         "cpu_model": cpu_model(),
@@ -422,6 +428,7 @@ def machine(args) -> dict:
         "torch_version": torch.__version__,
         "numpy_version": np.__version__,
         "engramlab_version": library_versions().get("engramlab"),
+        "load_average_at_start": os.getloadavg(),  # other jobs on the machine distort timings
     }
 
 
@@ -440,7 +447,7 @@ def main(argv=None) -> dict:
     args = parse_args(argv)
     torch.set_num_threads(args.threads)
     faiss.omp_set_num_threads(args.threads)
-    info = machine(args)
+    info = machine()
     print(f"machine: {info['cpu_model']} ({info['cpu_count']} CPUs), {args.threads} threads, faiss {faiss.__version__}")
     generator = torch.Generator().manual_seed(args.seed)
     started = time.perf_counter()
@@ -473,6 +480,7 @@ def main(argv=None) -> dict:
         "scale": rows,
         "training": training,
         "seconds": time.perf_counter() - started,
+        "load_average_at_end": os.getloadavg(),
     }
     print(f"\ntotal {results['seconds']:.0f} s")
     if args.out:

@@ -91,7 +91,11 @@ def test_report_puts_our_numbers_next_to_the_papers(tiny_run, capsys):
             "invalid value for model.lambda_p: 2 (allowed: a number > 0 and < 1)",
         ),
         (["run", "pondernet-parity", "--set", "model.lamda_p=0.1"], "unknown config key 'model.lamda_p'"),
-        (["run", "no-such-experiment"], "unknown experiment 'no-such-experiment' (available: pondernet-parity"),
+        (
+            ["run", "no-such-experiment"],
+            "unknown experiment 'no-such-experiment' (available: memory-copy, memory-mqar, memory-passkey, "
+            "memory-recall, pondernet-parity)",
+        ),
         (["run", "pondernet-parity", "--preset", "huge"], "unknown preset 'huge'"),
         (["run", "pondernet-parity", "--resume", "/nonexistent/run"], "not an engramlab run directory"),
         (["eval", "/nonexistent/run"], "not an engramlab run directory"),

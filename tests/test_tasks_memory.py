@@ -84,3 +84,12 @@ def test_bad_evaluation_setting_is_one_clear_error_before_training():
         resolve(exp.Config, exp.presets["quick"], overrides=["task.length=128"])
     with pytest.raises(ConfigError, match="unknown memory kind 'tape'"):
         resolve(exp.Config, exp.presets["quick"], overrides=["methods=[tape]"])
+
+
+def test_mqar_mix_draws_every_listed_shape_and_validates_each():
+    task = MQARTask(MQARConfig(vocab=64, length=32, kv_pairs=8, mix=[(16, 2), (32, 8)]))
+    generator = torch.Generator().manual_seed(0)
+    shapes = {(b.inputs.shape[1], int(b.mask[0].sum())) for b in (task.sample(2, generator) for _ in range(20))}
+    assert shapes == {(16, 2), (32, 8)}
+    with pytest.raises(ValueError, match="kv_pairs = 8 needs task.length >= 4"):
+        MQARConfig(vocab=64, length=32, kv_pairs=8, mix=[(16, 8)])

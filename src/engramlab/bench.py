@@ -11,6 +11,7 @@ the leaderboard links to the copies.
 
 from __future__ import annotations
 
+import fcntl
 import statistics
 from pathlib import Path
 from typing import Any
@@ -40,33 +41,54 @@ def run_suite(
 ) -> Path:
     """Run (or resume) every experiment x seed, then write the leaderboard; returns its path."""
     names = experiments or SUITES[suite]
+    jobs = [(name, seed) for name in names for seed in seeds]
+    busy = [job for job in jobs if not run_job(*job, preset, out, overrides, workers, threads, progress, wait=False)]
+    for job in busy:  # runs another bench process holds: wait for it, then resume if it did not finish
+        run_job(*job, preset, out, overrides, workers, threads, progress, wait=True)
     runs: dict[str, list[Path]] = {}
-    for name in names:
-        exp = get_experiment(name)
-        for seed in seeds:
-            run_overrides = [*overrides, f"seed={seed}"]
-            cfg = resolve(exp.Config, exp.presets[preset], overrides=run_overrides)
-            run_dir = Path(out) / name / f"{preset}-seed{seed}"
-            if not (run_dir / SUMMARY_NAME).exists():
-                resume = (run_dir / "run.json").exists()
-                run_dir.mkdir(parents=True, exist_ok=True)
-                print(f"{'resuming' if resume else 'running'} {name}, seed {seed}: {run_dir}")
-                run_experiment(
-                    exp,
-                    cfg,
-                    run_dir,
-                    preset=preset,
-                    overrides=run_overrides,
-                    resume=resume,
-                    workers=workers,
-                    threads=threads,
-                    progress=progress,
-                )
-            if publish is not None:
-                run_dir = publish_run(run_dir, Path(publish) / name / f"{preset}-seed{seed}")
-            runs.setdefault(name, []).append(run_dir)
+    for name, seed in jobs:
+        run_dir = job_dir(out, name, preset, seed)
+        if publish is not None:
+            run_dir = publish_run(run_dir, Path(publish) / name / f"{preset}-seed{seed}")
+        runs.setdefault(name, []).append(run_dir)
     where = Path(publish) if publish is not None else Path(out)
     return write_leaderboard(runs, where)
+
+
+def job_dir(out: Path, name: str, preset: str, seed: int) -> Path:
+    return Path(out) / name / f"{preset}-seed{seed}"
+
+
+def run_job(name, seed, preset, out, overrides, workers, threads, progress, wait: bool) -> bool:
+    """Run or resume one experiment x seed unless it is finished. Several bench processes can share
+    ``out`` (on 2 cores, two processes of one worker each keep both cores busy): a run directory
+    is locked while a process trains it, and another process skips it (``wait=False``, returns
+    False) or waits for it (``wait=True``)."""
+    run_dir = job_dir(out, name, preset, seed)
+    run_dir.mkdir(parents=True, exist_ok=True)
+    with open(run_dir / ".bench.lock", "w") as lock:
+        try:
+            fcntl.flock(lock, fcntl.LOCK_EX | (0 if wait else fcntl.LOCK_NB))
+        except BlockingIOError:
+            return False
+        if not (run_dir / SUMMARY_NAME).exists():
+            exp = get_experiment(name)
+            run_overrides = [*overrides, f"seed={seed}"]
+            cfg = resolve(exp.Config, exp.presets[preset], overrides=run_overrides)
+            resume = (run_dir / "run.json").exists()
+            print(f"{'resuming' if resume else 'running'} {name}, seed {seed}: {run_dir}", flush=True)
+            run_experiment(
+                exp,
+                cfg,
+                run_dir,
+                preset=preset,
+                overrides=run_overrides,
+                resume=resume,
+                workers=workers,
+                threads=threads,
+                progress=progress,
+            )
+    return True
 
 
 def collect(name: str, run_dirs: list[Path]) -> list[dict[str, Any]]:

@@ -15,7 +15,13 @@ Presets
 from __future__ import annotations
 
 from engramlab.experiments.base import PaperNumber
-from engramlab.experiments.memory_common import MemoryExperimentConfig, MemoryTaskExperiment
+from engramlab.experiments.memory_common import (
+    NTM_PAPER_TRAIN,
+    NTM_QUICK_TRAIN,
+    ONE_LAYER,
+    MemoryExperimentConfig,
+    MemoryTaskExperiment,
+)
 from engramlab.tasks.copy import CopyConfig, CopyTask
 
 
@@ -28,7 +34,6 @@ LONGER = {
     "length40": {"min_length": 40, "max_length": 40},
     "length100": {"min_length": 100, "max_length": 100},
 }
-ONE_LAYER = {"layers": 1, "ffn": False}
 
 
 class MemoryCopy(MemoryTaskExperiment):
@@ -40,18 +45,10 @@ class MemoryCopy(MemoryTaskExperiment):
         "quick": {
             "task": {"bits": 8, "min_length": 1, "max_length": 20},
             "model": {"d_model": 64, "layers": 2, "slots": 128, "slot_width": 20, "controller_size": 64},
+            "budget": 50_000,
             "methods": ["ntm", "lstm", "attention"],
             "arm_models": {"ntm": ONE_LAYER, "lstm": ONE_LAYER},
-            "train": {
-                "steps": 4000,
-                "batch_size": 16,
-                "lr": 1e-3,
-                "optimizer": "adam",
-                "grad_clip": 10.0,
-                "eval_every": 250,
-                "checkpoint_every": 250,
-                "log_every": 50,
-            },
+            "train": NTM_QUICK_TRAIN,
             "eval": {"samples": 500, "settings": LONGER},
         },
         "paper": {
@@ -66,15 +63,7 @@ class MemoryCopy(MemoryTaskExperiment):
             },
             "methods": ["ntm", "lstm"],
             "arm_models": {"lstm": {"layers": 3, "d_model": 256}},
-            "train": {
-                "steps": 100_000,
-                "batch_size": 16,
-                "lr": 1e-4,
-                "optimizer": "adam",
-                "grad_clip": 10.0,
-                "eval_every": 2000,
-                "checkpoint_every": 2000,
-            },
+            "train": NTM_PAPER_TRAIN,
             "eval": {"samples": 1000, "settings": LONGER},
         },
     }

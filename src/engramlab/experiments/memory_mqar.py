@@ -24,7 +24,13 @@ class MQARExperimentConfig(MemoryExperimentConfig):
     task: MQARConfig = MQARConfig()
 
 
-MORE_PAIRS = {"train": {}, "pairs32": {"kv_pairs": 32}, "pairs64": {"kv_pairs": 64}}
+MIX = [[64, 4], [128, 8], [256, 16]]  # Zoology's lengths, trained together
+# evaluated at length 256 only: 16 pairs as in training, then more pairs than ever trained
+MORE_PAIRS = {
+    "pairs16": {"mix": None},
+    "pairs32": {"mix": None, "kv_pairs": 32},
+    "pairs64": {"mix": None, "kv_pairs": 64},
+}
 
 
 class MemoryMQAR(MemoryTaskExperiment):
@@ -34,13 +40,13 @@ class MemoryMQAR(MemoryTaskExperiment):
     headline_metric = "accuracy"
     presets = {
         "quick": {
-            "task": {"vocab": 8192, "length": 256, "kv_pairs": 16},
+            "task": {"vocab": 256, "length": 256, "kv_pairs": 16, "mix": MIX},
             "model": {"d_model": 64, "layers": 2, "heads": 4},
             "methods": ["attention", "lstm"],
             "train": {
-                "steps": 2000,
+                "steps": 3000,
                 "batch_size": 32,
-                "lr": 1e-3,
+                "lr": 3e-3,
                 "optimizer": "adamw",
                 "weight_decay": 0.1,
                 "decay": "cosine",
@@ -52,7 +58,7 @@ class MemoryMQAR(MemoryTaskExperiment):
             "eval": {"samples": 1000, "settings": MORE_PAIRS},
         },
         "paper": {
-            "task": {"vocab": 8192, "length": 256, "kv_pairs": 16},
+            "task": {"vocab": 8192, "length": 256, "kv_pairs": 16, "mix": MIX},
             "model": {"d_model": 64, "layers": 2},
             "methods": ["attention", "lstm"],
             "train": {
@@ -69,15 +75,19 @@ class MemoryMQAR(MemoryTaskExperiment):
         },
     }
     deviations = {
-        "quick": ["2k updates of batch 32 (Zoology: 64 epochs of 100k sequences and a learning-rate sweep)"],
+        "quick": [
+            "vocabulary 256 instead of 8,192: with 4,096 value tokens each value is seen too rarely to be "
+            "learned in minutes on a CPU",
+            "3k updates of batch 32, lr 3e-3 (Zoology: 64 epochs of 100k sequences and a learning-rate sweep)",
+        ],
         "paper": ["100k updates of batch 64 and lr 1e-3 are ours (Zoology sweeps learning rates)"],
     }
     paper = [
         PaperNumber(
-            "attention/train_accuracy", "attention, 2 layers, width 64", None, "solves it (≈ 1.0)", "Zoology Fig. 2"
+            "attention/pairs16_accuracy", "attention, 2 layers, width 64", None, "solves it (≈ 1.0)", "Zoology Fig. 2"
         ),
         PaperNumber(
-            "lstm/train_accuracy", "recurrent state, width 64", None, "fails at 256/16", "Zoology Fig. 2 (RNNs)"
+            "lstm/pairs16_accuracy", "recurrent state, width 64", None, "fails at 256/16", "Zoology Fig. 2 (RNNs)"
         ),
     ]
 

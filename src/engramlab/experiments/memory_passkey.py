@@ -46,6 +46,7 @@ class MemoryPasskey(MemoryTaskExperiment):
         "quick": {
             "task": {"length": 128, "keys": 64, "filler": 64},
             "model": {"d_model": 64, "layers": 2, "heads": 4, "window": 64, "top_k": 32},
+            "budget": 120_000,
             "methods": ["attention", "xl", "knn", "lstm"],
             "train": {
                 "steps": 3000,

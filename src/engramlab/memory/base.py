@@ -59,3 +59,18 @@ def map_state(state: Any, fn) -> Any:
 def detach_state(state: Any) -> Any:
     """Cut the gradient through a state (truncated backpropagation through time)."""
     return map_state(state, torch.Tensor.detach)
+
+
+def extend_input_cache(state: dict[str, Tensor] | None, x: Tensor) -> tuple[Tensor, Tensor]:
+    """Earlier inputs kept in a state ``{"inputs": (B, M, d), "valid": (B, M) bool}`` followed by ``x``.
+
+    Returns ``(context (B, M + T, d), valid (B, M + T))``. ``valid`` marks entries that exist: all of
+    them, except rows cleared by :meth:`Memory.reset` (zeroed, hence not valid). Used by the
+    memories that read earlier inputs (Transformer-XL's cache, MemN2N's memory); ``state=None`` is
+    an empty cache.
+    """
+    batch, length, _ = x.shape
+    now = torch.ones(batch, length, dtype=torch.bool, device=x.device)
+    if state is None:
+        return x, now
+    return torch.cat([state["inputs"], x], dim=1), torch.cat([state["valid"], now], dim=1)

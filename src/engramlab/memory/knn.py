@@ -42,7 +42,14 @@ Choices the paper leaves open, and deviations from it:
   (``IndexHNSWFlat`` with the inner-product metric); ``ivf`` is approximate (``IndexIVFFlat``)
   and needs training: it searches exactly until the store holds ``train_size`` entries, then
   trains one coarse quantiser per head on the entries of all sequences, and keeps it (also
-  across ``clear``). See :class:`KNNStore` for the options and the cost of each.
+  across ``clear``). See :class:`KNNStore` for the options.
+
+Cost (``benchmarks/knn_scale.py``, one thread of a shared 2-core EPYC): a training step of a small
+model (d_model 64, 4 heads, batch 16, 8 windows of 64, top-32) takes 2.8x as long with ``flat``
+retrieval as without memory, about half of it in the 64 FAISS searches per window (one per
+sequence and head, all queries of the window at once; FAISS indexes cannot be searched together);
+``ivf`` is similar, ``hnsw`` 12x: graph search and insertion only pay off for memories of about
+10^5 entries and more, far beyond one sequence's memory in such a run.
 """
 
 from __future__ import annotations
@@ -81,8 +88,9 @@ def faiss_threads(threads: int | None):
 
     A store of B × H memories makes many small FAISS calls (one window of queries each). Inside a
     training loop, FAISS's OpenMP threads then compete with PyTorch's (the two wheels ship separate
-    OpenMP runtimes, each spinning while idle): on a 2-core machine 64 searches of 64 queries in
-    512 keys took 770 ms with 2 FAISS threads and 43 ms with one (benchmarks/knn_scale.py).
+    OpenMP runtimes, each spinning while idle): on a shared 2-core machine, right after a torch
+    matmul, 64 searches of 64 queries in 512 keys took 770 ms with 2 FAISS threads and 43 ms with
+    one. Large single indexes (batch 1, one head) keep FAISS's own threading.
     """
     if threads is None:
         yield
@@ -311,8 +319,8 @@ class KNNStore:
         if self.slots:
             for row in range(self.batch_size):
                 ids = torch.arange(int(self.first[row]), int(self.next[row]), device=self.device)
-                keys[row, :, ids % slots] = self.keys[row, :, ids % self.slots]
-                values[row, :, ids % slots] = self.values[row, :, ids % self.slots]
+                keys[row].index_copy_(1, ids % slots, self.keys[row].index_select(1, ids % self.slots))
+                values[row].index_copy_(1, ids % slots, self.values[row].index_select(1, ids % self.slots))
         self.keys, self.values = keys, values
 
     def write_buffers(self, ids: np.ndarray, keys: Tensor, values: Tensor) -> None:

@@ -34,7 +34,7 @@ from typing import Literal
 import torch
 from torch import Tensor, nn
 
-from engramlab.memory.base import Memory
+from engramlab.memory.base import Memory, extend_input_cache
 
 Tying = Literal["adjacent", "layerwise"]
 
@@ -303,19 +303,10 @@ class MemN2NLayer(Memory):
         self.hops = Hops(lambda: nn.Linear(d_model, d_model, bias=False), hops, tying, d_model, memory_size)
         self.output = nn.Linear(d_model, d_model, bias=False) if tying == "layerwise" else None
 
-    def empty_state(self, x: Tensor) -> dict[str, Tensor]:
-        batch = x.shape[0]
-        return {
-            "inputs": x.new_zeros(batch, 0, self.d_model),
-            "valid": torch.zeros(batch, 0, dtype=torch.bool, device=x.device),
-        }
-
     def forward(self, x: Tensor, state: dict[str, Tensor] | None = None) -> tuple[Tensor, dict[str, Tensor]]:
-        state = state if state is not None else self.empty_state(x)
         batch, length, _ = x.shape
-        cached = state["inputs"].shape[1]
-        context = torch.cat([state["inputs"], x], dim=1)  # (B, L, d_model), L = cached + T
-        valid = torch.cat([state["valid"], torch.ones(batch, length, dtype=torch.bool, device=x.device)], dim=1)
+        cached = 0 if state is None else state["inputs"].shape[1]
+        context, valid = extend_input_cache(state, x)  # (B, L, d_model), L = cached + T
 
         # age of memory s for the query at t (position cached + t of the context)
         positions = torch.arange(context.shape[1], device=x.device)

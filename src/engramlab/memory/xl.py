@@ -34,7 +34,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from engramlab.memory.base import Memory
+from engramlab.memory.base import Memory, extend_input_cache
 
 
 def sinusoid_table(distances: Tensor, d_model: int) -> Tensor:
@@ -94,20 +94,11 @@ class XLAttention(Memory):
         """(..., L, d_model) -> (..., H, L, d_head)."""
         return x.unflatten(-1, (self.heads, self.d_head)).transpose(-3, -2)
 
-    def empty_state(self, x: Tensor) -> dict[str, Tensor]:
-        batch = x.shape[0]
-        return {
-            "inputs": x.new_zeros(batch, 0, self.d_model),
-            "valid": torch.zeros(batch, 0, dtype=torch.bool, device=x.device),
-        }
-
     def forward(self, x: Tensor, state: dict[str, Tensor] | None = None) -> tuple[Tensor, dict[str, Tensor]]:
-        state = state if state is not None else self.empty_state(x)
         batch, length, _ = x.shape
-        cached = state["inputs"].shape[1]
+        cached = 0 if state is None else state["inputs"].shape[1]
         # h̃ = [SG(h_prev) ∘ h] (§3.2); the cache was detached when it was stored
-        context = torch.cat([state["inputs"], x], dim=1)
-        valid = torch.cat([state["valid"], torch.ones(batch, length, dtype=torch.bool, device=x.device)], dim=1)
+        context, valid = extend_input_cache(state, x)  # (B, L, d_model), L = cached + T
 
         q = self.split_heads(self.query(x))  # (B, H, T, d_head)
         k, v = (self.split_heads(t) for t in self.key_value(context).chunk(2, dim=-1))  # (B, H, L, d_head)

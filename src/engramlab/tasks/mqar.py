@@ -24,15 +24,21 @@ class MQARConfig(Config):
     length: int = Field(256, ge=8, le=1_000_000, description="sequence length, even (Zoology: 64, 128, 256)")
     kv_pairs: int = Field(16, ge=1, description="key-value pairs per sequence (Zoology: 4, 8, 16)")
     power_a: float = Field(0.01, gt=0, le=1, description="power-law exponent of the query gaps (Zoology: 0.01)")
+    mix: list[tuple[int, int]] | None = Field(
+        None,
+        description="draw each batch's (length, kv_pairs) at random from this list, as Zoology trains on several "
+        "lengths at once; null: always (length, kv_pairs)",
+    )
 
     @model_validator(mode="after")
     def _check(self):
-        if self.length % 2:
-            raise ValueError(f"task.length = {self.length} must be even")
-        if 4 * self.kv_pairs > self.length:
-            raise ValueError(f"task.kv_pairs = {self.kv_pairs} needs task.length >= 4 * kv_pairs = {4 * self.kv_pairs}")
-        if self.kv_pairs > self.vocab // 2 - 1:
-            raise ValueError(f"task.kv_pairs = {self.kv_pairs} needs task.vocab >= {2 * self.kv_pairs + 2}")
+        for length, pairs in [(self.length, self.kv_pairs), *(self.mix or [])]:
+            if length % 2:
+                raise ValueError(f"task.length = {length} must be even")
+            if 4 * pairs > length:
+                raise ValueError(f"task.kv_pairs = {pairs} needs task.length >= 4 * kv_pairs = {4 * pairs}")
+            if pairs > self.vocab // 2 - 1:
+                raise ValueError(f"task.kv_pairs = {pairs} needs task.vocab >= {2 * pairs + 2}")
         return self
 
 
@@ -46,20 +52,28 @@ class MQARTask:
         self.input_size = self.output_size = cfg.vocab
 
     def sample(self, batch_size: int, generator: torch.Generator | None = None) -> SequenceBatch:
+        if not self.cfg.mix:
+            return self.sample_shape(batch_size, self.cfg.length, self.cfg.kv_pairs, generator)
+        choice = int(torch.randint(0, len(self.cfg.mix), (1,), generator=generator))
+        return self.sample_shape(batch_size, *self.cfg.mix[choice], generator)
+
+    def sample_shape(
+        self, batch_size: int, length: int, pairs: int, generator: torch.Generator | None = None
+    ) -> SequenceBatch:
         c = self.cfg
-        pairs, half = c.kv_pairs, c.vocab // 2
+        half = c.vocab // 2
         # distinct keys in [1, half) and distinct values in [half, vocab): first columns of random permutations
         keys = 1 + torch.rand(batch_size, half - 1, generator=generator).argsort(1)[:, :pairs]
         values = half + torch.rand(batch_size, c.vocab - half, generator=generator).argsort(1)[:, :pairs]
 
-        inputs = torch.randint(0, c.vocab, (batch_size, c.length), generator=generator)
-        targets = torch.zeros(batch_size, c.length, dtype=torch.long)
-        mask = torch.zeros(batch_size, c.length, dtype=torch.bool)
+        inputs = torch.randint(0, c.vocab, (batch_size, length), generator=generator)
+        targets = torch.zeros(batch_size, length, dtype=torch.long)
+        mask = torch.zeros(batch_size, length, dtype=torch.bool)
         context = 2 * pairs
         inputs[:, 0:context:2], inputs[:, 1:context:2] = keys, values
 
         # query gaps: distinct even offsets after the context, p(gap) ∝ gap^(a-1) (Zoology's power law)
-        space = (c.length - context) // 2
+        space = (length - context) // 2
         gap_p = c.power_a * torch.arange(1, space + 1, dtype=torch.float64) ** (c.power_a - 1)
         gaps = torch.multinomial(gap_p.expand(batch_size, space), pairs, replacement=False, generator=generator)
         query_positions = context + 2 * gaps
