@@ -135,7 +135,9 @@ def write_leaderboard(runs: dict[str, list[Path]], where: Path) -> Path:
         settings = list(dict.fromkeys(s for r in exp_rows for s in r["settings"]))
         metric = exp_rows[0]["metric"]
         words = {"accuracy": "accuracy", "bit_errors": "wrong bits per sequence"}[metric]
-        lines += [f"## {name} ({words}; mean ± std over seeds {', '.join(map(str, exp_rows[0]['seeds']))})", ""]
+        seeds = exp_rows[0]["seeds"]
+        spread = f"seed {seeds[0]}" if len(seeds) == 1 else f"mean ± std over seeds {', '.join(map(str, seeds))}"
+        lines += [f"## {name} ({words}; {spread})", ""]
         lines.append("| memory | " + " | ".join(settings) + " | parameters | train time (s) | steps/s | runs |")
         lines.append("|---" * (len(settings) + 5) + "|")
         for r in exp_rows:
