@@ -124,7 +124,7 @@ def parse_args(argv=None) -> argparse.Namespace:
     train.add_argument(
         "--train-indexes",
         nargs="*",
-        default=["flat", "hnsw", "ivf"],
+        default=["flat", "hnsw", "ivf", "torch"],
         help="index kinds timed with retrieval on; none: skip part 2",
     )
     train.add_argument("--train-batch", type=int, default=16, help="sequences per batch")

@@ -55,6 +55,24 @@ def test_flat_returns_the_exact_neighbours():
     torch.testing.assert_close(found.values, expected_values)
 
 
+def test_batched_torch_search_finds_what_the_exact_faiss_index_finds():
+    """The ``torch`` index (one batched matmul + topk) is exact too: same neighbours as FAISS flat,
+    also after the ring buffer wrapped around (capacity) and after a sequence was cleared."""
+    stores = [KNNStore(D, heads=H, batch_size=B, index=kind, capacity=30, value_dim=5) for kind in ("flat", "torch")]
+    for window in range(4):
+        for store in stores:
+            store.add(*random_pairs(13, value_dim=5, seed=window))
+        if window == 2:
+            for store in stores:
+                store.clear([0])
+    queries = torch.randn(B, H, 6, D)
+    flat, batched = (store.search(queries, 12) for store in stores)
+    assert torch.equal(flat.valid, batched.valid)
+    torch.testing.assert_close(batched.scores, flat.scores)
+    torch.testing.assert_close(batched.values, flat.values)
+    assert not batched.valid[0, :, :, 13:].any()  # the cleared sequence holds only the last window
+
+
 def test_fewer_entries_than_k_are_masked():
     store = filled_store(steps=6)
     found = store.search(torch.randn(B, H, 4, D), 10)
@@ -108,7 +126,7 @@ def test_clear_empties_only_the_given_rows():
     assert store.sizes.tolist() == [25, 5, 25]
 
 
-@pytest.mark.parametrize("index", ["flat", "hnsw"])
+@pytest.mark.parametrize("index", ["flat", "hnsw", "torch"])
 def test_capacity_drops_the_oldest_entries(index):
     store = KNNStore(D, heads=H, batch_size=B, index=index, capacity=25, value_dim=1)
     for number in range(6):
@@ -125,7 +143,7 @@ def test_capacity_drops_the_oldest_entries(index):
 
 
 def test_save_and_load_give_identical_results(tmp_path):
-    for index, options in [("flat", {}), ("hnsw", {"m": 8}), ("ivf", {"nlist": 4, "train_size": 160})]:
+    for index, options in [("flat", {}), ("hnsw", {"m": 8}), ("ivf", {"nlist": 4, "train_size": 160}), ("torch", {})]:
         store = filled_store(index, steps=30, windows=2, capacity=50, **options)
         store.clear([1])
         path = tmp_path / f"{index}.knn"

@@ -71,12 +71,13 @@ from torch import Tensor, nn
 from engramlab.errors import ConfigError, DataError, EngramError
 from engramlab.memory.base import Memory
 
-INDEX_KINDS = ("flat", "hnsw", "ivf")
+INDEX_KINDS = ("flat", "hnsw", "ivf", "torch")
 # The options of each index kind and their defaults (see KNNStore and benchmarks/knn_scale.py).
 INDEX_OPTIONS: dict[str, dict[str, int | None]] = {
     "flat": {},
     "hnsw": {"m": 32, "ef_construction": 40, "ef_search": 128},
     "ivf": {"nlist": 64, "nprobe": 8, "train_size": None},  # train_size None: 39 × nlist (FAISS's minimum)
+    "torch": {},
 }
 FILE_FORMAT = "engramlab.KNNStore/1"
 INITIAL_LOGIT_SCALE = 10.0  # cosine logits in [-1, 1] need a temperature; learned per head from here
@@ -162,6 +163,9 @@ class KNNStore:
       memory is an exact ``IndexFlatIP``; at that point one quantiser per head is trained on all
       stored keys of that head and every memory is rebuilt as an IVF index. The training is kept
       for the life of the store, across ``clear`` (keys of a new document come from the same layer).
+    - ``"torch"``: no FAISS index; exact search of every sequence and head at once, one batched
+      matrix product with the key buffers and ``torch.topk``. For the small per-sequence memories
+      of training it avoids B × H FAISS calls; cost per query ∝ entries, like ``flat``.
 
     ``capacity`` (entries per sequence and head; None: unbounded) drops the oldest entries first.
     ``flat`` memories drop them at once; HNSW graphs cannot delete nodes, so ``hnsw`` and trained
@@ -239,8 +243,10 @@ class KNNStore:
 
     # -- FAISS indexes ----------------------------------------------------------------------------
 
-    def new_index(self, head: int) -> faiss.Index:
-        """An empty memory for one sequence and ``head``."""
+    def new_index(self, head: int) -> faiss.Index | None:
+        """An empty memory for one sequence and ``head`` (None for ``torch``: the buffers are the index)."""
+        if self.kind == "torch":
+            return None
         if self.kind == "hnsw":
             index = faiss.IndexHNSWFlat(self.dim, self.options["m"], faiss.METRIC_INNER_PRODUCT)
             index.hnsw.efConstruction = self.options["ef_construction"]
@@ -296,10 +302,13 @@ class KNNStore:
         self.reserve_slots(int(live_after.max()))
         self.write_buffers(self.next[:, None] + np.arange(steps), keys, values)
 
-        keys_np = keys.cpu().numpy()
         self.next += steps
         if self.capacity is not None:
             self.first = np.maximum(self.first, self.next - self.capacity)
+        if self.kind == "torch":
+            self.offset[:] = self.first  # no index to keep in step with
+            return
+        keys_np = keys.cpu().numpy()
         with faiss_threads(self.threads_per_call):
             for row in range(self.batch_size):
                 for head in range(self.heads):
@@ -391,7 +400,8 @@ class KNNStore:
                 raise KNNShapeError(f"KNNStore.clear: row {row} is outside the batch of {self.batch_size}")
             row %= self.batch_size
             for index in self.indexes[row]:
-                index.reset()
+                if index is not None:
+                    index.reset()
             self.first[row] = self.offset[row] = self.next[row]
             self.keys[row] = 0.0  # nothing of the old document survives, even in unused slots
             self.values[row] = 0.0
@@ -408,6 +418,8 @@ class KNNStore:
         if k < 1:
             raise ConfigError(f"KNNStore.search: k = {k} must be >= 1")
         batch, heads, steps = queries.shape[:3]
+        if self.kind == "torch":
+            return self.search_buffers(queries, k)
         queries = F.normalize(queries.detach().float(), dim=-1).cpu().numpy()
         scores = np.full((batch, heads, steps, k), -np.inf, dtype=np.float32)
         labels = np.full((batch, heads, steps, k), -1, dtype=np.int64)
@@ -421,6 +433,35 @@ class KNNStore:
                         queries[row, head], k, params=params, D=scores[row, head], I=labels[row, head]
                     )
         return self.gather(torch.from_numpy(scores), torch.from_numpy(labels))
+
+    def search_buffers(self, queries: Tensor, k: int) -> Neighbours:
+        """Exact search of every sequence and head at once: one batched matrix product with the key
+        buffers and ``torch.topk`` (the ``torch`` index). For the small per-sequence memories of
+        training this beats one FAISS call per (sequence, head), whose overhead dominates."""
+        queries = F.normalize(queries.detach().float(), dim=-1).to(self.device)
+        batch, heads, steps = queries.shape[:3]
+        if self.slots == 0:
+            return self.gather(
+                torch.full((batch, heads, steps, k), float("-inf")), torch.full((batch, heads, steps, k), -1)
+            )
+        # slot s holds a live entry iff (s - first) mod slots < live count (ids first .. next-1 sit at id % slots)
+        slot = torch.arange(self.slots, device=self.device)
+        first = torch.from_numpy(self.first).to(self.device).unsqueeze(1)
+        live = torch.from_numpy(self.next - self.first).to(self.device).unsqueeze(1)
+        is_live = (slot - first).remainder(self.slots) < live  # (B, slots)
+        scores = queries @ self.keys.transpose(-1, -2)  # (B, H, T, slots)
+        scores = scores.masked_fill(~is_live[:, None, None, :], float("-inf"))
+        top, slots = scores.topk(min(k, self.slots), dim=-1)
+        # express the slots as index positions (id - offset), the convention of ``gather``
+        ids = first.view(-1, 1, 1, 1) + (slots - first.view(-1, 1, 1, 1)).remainder(self.slots)
+        labels = (ids - torch.from_numpy(self.offset).to(self.device).view(-1, 1, 1, 1)).masked_fill(
+            top == float("-inf"), -1
+        )
+        if top.shape[-1] < k:  # fewer slots than k: pad with "none"
+            pad = k - top.shape[-1]
+            top = F.pad(top, (0, pad), value=float("-inf"))
+            labels = F.pad(labels, (0, pad), value=-1)
+        return self.gather(top.cpu(), labels.cpu())
 
     def gather(self, scores: Tensor, labels: Tensor) -> Neighbours:
         """Turn FAISS results (index positions, -1 for none) into keys and values from the buffers.
@@ -474,7 +515,8 @@ class KNNStore:
         }
         for row in range(self.batch_size):
             for head in range(self.heads):
-                arrays[f"index_{row}_{head}"] = faiss.serialize_index(self.indexes[row][head])
+                if self.indexes[row][head] is not None:
+                    arrays[f"index_{row}_{head}"] = faiss.serialize_index(self.indexes[row][head])
         for head, quantiser in enumerate(self.ivf_quantisers or []):
             arrays[f"quantiser_{head}"] = faiss.serialize_index(quantiser)
         path.parent.mkdir(parents=True, exist_ok=True)
@@ -527,6 +569,8 @@ class KNNStore:
         store.next, store.first, store.offset = (archive[name].astype(np.int64) for name in ("next", "first", "offset"))
         if meta["trained"]:
             store.ivf_quantisers = [faiss.deserialize_index(archive[f"quantiser_{h}"]) for h in range(heads)]
+        if store.kind == "torch":
+            return store  # the buffers are the index
         store.indexes = [
             [faiss.deserialize_index(archive[f"index_{row}_{head}"]) for head in range(heads)] for row in range(batch)
         ]

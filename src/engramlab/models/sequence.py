@@ -47,7 +47,9 @@ class MemoryModelConfig(Config):
     # knn
     knn_layer: int = Field(-1, description="index of the layer with the kNN memory; the others are windowed attention")
     top_k: int = Field(32, ge=1, description="neighbours retrieved per query (knn)")
-    memory_index: Literal["flat", "hnsw", "ivf"] = Field("flat", description="FAISS index of the kNN memory")
+    memory_index: Literal["flat", "hnsw", "ivf", "torch"] = Field(
+        "flat", description="index of the kNN memory: FAISS flat (exact), hnsw, ivf, or torch (exact, batched)"
+    )
     memory_capacity: int | None = Field(None, ge=1, description="entries kept per sequence and head (knn); null: all")
     # xl
     mem_len: int | None = Field(None, ge=1, description="cached steps of the previous window (xl); null: window")
