@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import subprocess
 import sys
 from pathlib import Path
 
@@ -48,6 +49,14 @@ def sets(*overrides: str) -> list[str]:
 
 def engram_cmd() -> list[str]:
     return [sys.executable, "-m", "engramlab.cli"]
+
+
+def run_checked(cmd: list[str], **kwargs) -> subprocess.CompletedProcess:
+    """Run ``cmd`` capturing its output; on a non-zero exit fail with the tail of its stderr."""
+    proc = subprocess.run(cmd, capture_output=True, text=True, **kwargs)
+    if proc.returncode != 0:
+        pytest.fail(f"{' '.join(cmd[:6])} ... exited {proc.returncode}; stderr tail:\n{proc.stderr[-4000:]}")
+    return proc
 
 
 @pytest.fixture

@@ -6,7 +6,7 @@ import signal
 import subprocess
 import time
 
-from conftest import engram_cmd
+from conftest import engram_cmd, run_checked
 
 ARGS = [
     "run",
@@ -63,9 +63,7 @@ def checkpoint_steps(run_dir):
 
 def test_sigkill_then_resume_gives_the_same_final_metrics(tmp_path, subprocess_env):
     straight_root, killed_root = tmp_path / "straight", tmp_path / "killed"
-    subprocess.run(
-        engram_cmd() + ARGS + ["--out", str(straight_root)], check=True, env=subprocess_env, capture_output=True
-    )
+    run_checked(engram_cmd() + ARGS + ["--out", str(straight_root)], env=subprocess_env)
     straight = json.loads((only_run_dir(straight_root) / "summary.json").read_text())
 
     proc = subprocess.Popen(
@@ -90,12 +88,10 @@ def test_sigkill_then_resume_gives_the_same_final_metrics(tmp_path, subprocess_e
     time.sleep(1.5)
     assert frozen == {p: p.stat().st_mtime for p in run_dir.rglob("*") if p.is_file()}, "orphans still write"
 
-    subprocess.run(
+    run_checked(
         engram_cmd()
         + ["run", "pondernet-parity", "--resume", str(run_dir), "--workers", "2", "--threads", "1", "--no-progress"],
-        check=True,
         env=subprocess_env,
-        capture_output=True,
     )
     resumed = json.loads((run_dir / "summary.json").read_text())
     assert resumed["metrics"] == straight["metrics"]
