@@ -4,8 +4,10 @@ import json
 
 import pytest
 import torch
+from conftest import sets
 
 from engramlab.bench import run_suite
+from engramlab.errors import EngramError
 from engramlab.experiments.memory_common import count_parameters, match_budget
 from engramlab.memory import KINDS
 from engramlab.models.sequence import MemoryModel, MemoryModelConfig
@@ -98,6 +100,9 @@ def test_bench_writes_a_leaderboard_and_keeps_finished_runs(tmp_path):
     stamp = (tmp_path / "runs" / "memory-mqar" / "quick-seed0" / "summary.json").stat().st_mtime_ns
     run_suite("memory", **kwargs)  # a second call keeps finished runs
     assert (tmp_path / "runs" / "memory-mqar" / "quick-seed0" / "summary.json").stat().st_mtime_ns == stamp
+    changed = {**kwargs, "overrides": [*overrides, "train.lr=0.01"]}
+    with pytest.raises(EngramError, match=r"quick-seed0 was run with another config \(differs at train.lr\)"):
+        run_suite("memory", **changed)  # a finished run made with another config is not mixed in
 
 
 def test_attention_learns_a_tiny_associative_recall():
@@ -115,3 +120,32 @@ def test_attention_learns_a_tiny_associative_recall():
         optimizer.step()
     accuracy = model.evaluate(task.sample(500, torch.Generator().manual_seed(9)))["correct"].mean().item()
     assert accuracy > 0.6, accuracy
+
+
+def test_eval_lengthens_the_xl_cache_but_refuses_width_changes(tmp_path, capsys):
+    from engramlab.cli import main
+
+    tiny = sets(
+        "methods=[xl]",
+        "budget=null",
+        "model.d_model=16",
+        "model.window=8",
+        "task.length=16",
+        "task.keys=4",
+        "task.filler=4",
+        "train.steps=2",
+        "train.warmup_steps=0",
+        "eval.samples=4",
+        "eval.batch_size=4",
+        "eval.monitor_samples=4",
+        "eval.settings={window4x: {length: 32, min_distance: 8}}",
+    )
+    assert main(["run", "memory-passkey", "--no-progress", "--out", str(tmp_path), *tiny]) == 0
+    (run_dir,) = (tmp_path / "memory-passkey").iterdir()
+    assert main(["eval", str(run_dir), "--set", "arm_models.xl.mem_len=24"]) == 0
+    (out_dir,) = (run_dir / "evals").iterdir()
+    assert "mem_len: 24" in (out_dir / "config.yaml").read_text()
+    capsys.readouterr()
+    assert main(["eval", str(run_dir), "--set", "model.d_model=32"]) == 2
+    err = capsys.readouterr().err
+    assert "cannot change 'model.d_model' for memory-passkey" in err and "arm_models.xl.mem_len" in err

@@ -2,7 +2,8 @@
 
 Each memory experiment (copy, associative recall, MQAR, passkey) is run once per seed with its
 preset into ``OUT/<experiment>/<preset>-seed<S>/``; a run that already finished is kept, one that
-was interrupted is resumed, so the command can be stopped and started again. Then the
+was interrupted is resumed, so the command can be stopped and started again (a run directory
+made with another config, e.g. before a preset changed, is refused rather than mixed in). Then the
 leaderboard is written: for every experiment and memory kind, the headline metric in every
 evaluation setting (mean ± std over seeds), parameters, training time and speed, with links to
 the run summaries. With ``--publish DIR`` the runs are copied there (without checkpoints) and
@@ -17,7 +18,8 @@ from pathlib import Path
 from typing import Any
 
 from engramlab.api import load_config
-from engramlab.config import resolve
+from engramlab.config import describe, resolve
+from engramlab.errors import EngramError
 from engramlab.experiments import get_experiment
 from engramlab.experiments.runner import run_experiment
 from engramlab.publish import publish_run
@@ -71,11 +73,13 @@ def run_job(name, seed, preset, out, overrides, workers, threads, progress, wait
             fcntl.flock(lock, fcntl.LOCK_EX | (0 if wait else fcntl.LOCK_NB))
         except BlockingIOError:
             return False
+        exp = get_experiment(name)
+        run_overrides = [*overrides, f"seed={seed}"]
+        cfg = resolve(exp.Config, exp.presets[preset], overrides=run_overrides)
+        resume = (run_dir / "run.json").exists()
+        if resume:
+            check_same_config(run_dir, cfg)
         if not (run_dir / SUMMARY_NAME).exists():
-            exp = get_experiment(name)
-            run_overrides = [*overrides, f"seed={seed}"]
-            cfg = resolve(exp.Config, exp.presets[preset], overrides=run_overrides)
-            resume = (run_dir / "run.json").exists()
             print(f"{'resuming' if resume else 'running'} {name}, seed {seed}: {run_dir}", flush=True)
             run_experiment(
                 exp,
@@ -89,6 +93,18 @@ def run_job(name, seed, preset, out, overrides, workers, threads, progress, wait
                 progress=progress,
             )
     return True
+
+
+def check_same_config(run_dir: Path, cfg) -> None:
+    """Refuse to keep or resume a run whose saved config is not the one this command would use."""
+    saved = dict((key, value) for key, value, _, _ in describe(load_config(run_dir)[1]))
+    wanted = dict((key, value) for key, value, _, _ in describe(cfg))
+    changed = [key for key in wanted if saved.get(key) != wanted[key]]
+    if changed:
+        raise EngramError(
+            f"{run_dir} was run with another config (differs at {', '.join(changed[:5])}): "
+            "remove it or choose another --out"
+        )
 
 
 def collect(name: str, run_dirs: list[Path]) -> list[dict[str, Any]]:

@@ -100,7 +100,8 @@ def build_parser() -> argparse.ArgumentParser:
     add_set_option(
         p,
         "change the task or the evaluation, e.g. --set task.test_k=[49,96] "
-        "(allowed: task.*, eval.*, model.eval_max_steps)",
+        "(allowed: task.*, eval.*, and per experiment the model keys that change no parameters, "
+        "e.g. model.eval_max_steps, model.mem_len, model.top_k; the error message lists them)",
     )
     p.add_argument("--threads", type=int, default=None, help="PyTorch threads (default: all cores)")
     p.set_defaults(func=cmd_eval)

@@ -18,16 +18,15 @@ from engramlab.train.rundir import (
     write_json,
 )
 
-EVAL_KEYS = ("task.", "eval.", "model.eval_max_steps")
-
 
 def evaluate_run(run_dir: Path, overrides: list[str]) -> tuple[dict[str, Any], Path]:
     run_dir = Path(run_dir)
     exp, cfg = load_config(run_dir)
     for text in overrides:
         key, _ = parse_override(text)
-        if not key.startswith(EVAL_KEYS):
-            raise ConfigError(f"engram eval cannot change '{key}' (allowed: task.*, eval.*, model.eval_max_steps)")
+        if not key.startswith(exp.eval_keys):
+            allowed = ", ".join(k + "*" if k.endswith(".") else k for k in exp.eval_keys)
+            raise ConfigError(f"engram eval cannot change '{key}' for {exp.name} (allowed: {allowed})")
     cfg = resolve(exp.Config, cfg.model_dump(), overrides=overrides)
     results = {}
     for arm in exp.arms(cfg):

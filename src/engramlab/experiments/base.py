@@ -42,6 +42,8 @@ class Experiment:
     presets: ClassVar[dict[str, dict[str, Any]]]
     paper: ClassVar[list[PaperNumber]] = []
     deviations: ClassVar[dict[str, list[str]]] = {}  # per preset: every way it differs from the paper
+    # keys `engram eval --set` may change: none of them may change a trained model's parameters
+    eval_keys: ClassVar[tuple[str, ...]] = ("task.", "eval.")
 
     # --- what to train -------------------------------------------------------------------
     def arms(self, cfg: Config) -> list[str]:

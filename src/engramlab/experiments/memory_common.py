@@ -75,13 +75,11 @@ class MemoryExperimentConfig(Config):
 
     @model_validator(mode="after")
     def _check(self):
-        for kind in self.methods:
-            if kind not in KINDS:
-                raise ValueError(f"methods: unknown memory kind '{kind}' (allowed: {', '.join(KINDS)})")
-        for kind in self.arm_models:
-            if kind not in self.methods:
-                raise ValueError(f"arm_models.{kind}: not one of methods ({', '.join(self.methods)})")
-        for kind in self.methods:
+        for field, kinds in (("methods", self.methods), ("arm_models", self.arm_models)):
+            for kind in kinds:
+                if kind not in KINDS:
+                    raise ValueError(f"{field}: unknown memory kind '{kind}' (allowed: {', '.join(KINDS)})")
+        for kind in self.methods:  # arm_models of kinds not in methods are kept for a later --set methods=...
             arm_model_config(self, kind)
         task = getattr(self, "task", None)
         for setting in self.eval.settings if task is not None else ():
@@ -141,6 +139,13 @@ class MemoryTaskExperiment(Experiment):
     ``paper``, ``deviations`` and :meth:`make_task`."""
 
     headline_metric: ClassVar[str] = "accuracy"  # or "bit_errors" for the NTM tasks
+    # retrieval knobs a trained model can be evaluated with: XL's cache length (Dai et al. 2019,
+    # §3.2 lengthen it at evaluation) and the kNN memory's index, neighbours and capacity
+    eval_keys: ClassVar[tuple[str, ...]] = ("task.", "eval.") + tuple(
+        f"{section}.{key}"
+        for section in ("model", "arm_models.xl", "arm_models.knn")
+        for key in ("mem_len", "top_k", "memory_index", "memory_capacity")
+    )
 
     def make_task(self, task_cfg: Config):
         raise NotImplementedError

@@ -46,7 +46,7 @@ class MemoryCopy(MemoryTaskExperiment):
             "task": {"bits": 8, "min_length": 1, "max_length": 20},
             "model": {"d_model": 64, "layers": 2, "slots": 128, "slot_width": 20, "controller_size": 64},
             "budget": 50_000,
-            "methods": ["ntm", "lstm", "attention"],
+            "methods": ["ntm", "lstm", "attention", "memn2n"],
             "arm_models": {"ntm": ONE_LAYER, "lstm": ONE_LAYER},
             "train": NTM_QUICK_TRAIN,
             "eval": {"samples": 500, "settings": LONGER},

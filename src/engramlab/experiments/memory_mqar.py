@@ -42,7 +42,7 @@ class MemoryMQAR(MemoryTaskExperiment):
         "quick": {
             "task": {"vocab": 256, "length": 256, "kv_pairs": 16, "mix": MIX},
             "model": {"d_model": 64, "layers": 2, "heads": 4},
-            "methods": ["attention", "lstm"],
+            "methods": ["attention", "lstm", "memn2n"],
             "train": {
                 "steps": 3000,
                 "batch_size": 32,

@@ -47,7 +47,11 @@ class MemoryPasskey(MemoryTaskExperiment):
             "task": {"length": 128, "keys": 64, "filler": 64},
             "model": {"d_model": 64, "layers": 2, "heads": 4, "window": 64, "top_k": 32},
             "budget": 120_000,
-            "methods": ["attention", "xl", "knn", "lstm"],
+            "methods": ["attention", "xl", "knn", "memn2n", "lstm"],
+            # XL's cache and MemN2N's memory hold the last 4 windows (256 steps); training sequences
+            # are 2 windows, so this changes only evaluation (Dai et al. 2019, §3.2: the cache is
+            # lengthened at evaluation)
+            "arm_models": {"xl": {"mem_len": 256}, "memn2n": {"memory_size": 256}},
             "train": {
                 "steps": 3000,
                 "batch_size": 32,
@@ -65,7 +69,8 @@ class MemoryPasskey(MemoryTaskExperiment):
         "paper": {
             "task": {"length": 2048, "keys": 1000, "filler": 1000},
             "model": {"d_model": 256, "layers": 4, "heads": 8, "window": 512, "top_k": 32, "knn_layer": 2},
-            "methods": ["attention", "xl", "knn", "lstm"],
+            "methods": ["attention", "xl", "knn", "memn2n", "lstm"],
+            "arm_models": {"xl": {"mem_len": 2048}, "memn2n": {"memory_size": 2048}},
             "train": {
                 "steps": 20_000,
                 "batch_size": 32,

@@ -88,6 +88,7 @@ PAPER_TRAIN = {"batch_size": 128, "lr": 3e-4, "optimizer": "adam", "grad_clip": 
 
 class PonderNetParity(Experiment):
     name = "pondernet-parity"
+    eval_keys = ("task.", "eval.", "model.eval_max_steps")
     description = "PonderNet vs ACT vs fixed-depth RNN on parity, with extrapolation (Banino et al. 2021 §3.1)"
     Config = PonderParityConfig
     presets = {
