@@ -1,4 +1,4 @@
-"""The README's self-contained Python examples run as written."""
+"""The README's self-contained Python examples run as written, and its leaderboard quotes the published one."""
 
 import re
 
@@ -12,3 +12,9 @@ def test_readme_python_examples_run():
     assert runnable
     for block in runnable:
         exec(compile(block, "README.md", "exec"), {})
+
+
+def test_readme_memory_leaderboard_is_the_published_one():
+    published = (REPO / "docs" / "results" / "memory" / "leaderboard.md").read_text()
+    (table,) = re.findall(r"<!-- overview -->\n(.*?)<!-- overview -->", published, flags=re.S)
+    assert table.strip() in (REPO / "README.md").read_text(), "copy the overview of leaderboard.md into the README"

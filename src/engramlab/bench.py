@@ -17,10 +17,12 @@ import statistics
 from pathlib import Path
 from typing import Any
 
+from engramlab import plots
 from engramlab.api import load_config
 from engramlab.config import describe, resolve
 from engramlab.errors import EngramError
 from engramlab.experiments import get_experiment
+from engramlab.experiments.memory_plots import METRIC_WORDS, grouped_bars
 from engramlab.experiments.runner import run_experiment
 from engramlab.publish import publish_run
 from engramlab.train.rundir import SUMMARY_NAME, read_json, write_json
@@ -142,15 +144,61 @@ def mean_std(values: list[float], digits: int) -> str:
     return f"{statistics.mean(values):.{digits}f} ± {statistics.stdev(values):.{digits}f}"
 
 
+KIND_ORDER = ["lstm", "gru", "attention", "memn2n", "ntm", "knn", "xl"]  # working memory first, then by reach
+
+
+def overview(rows: list[dict[str, Any]]) -> list[str]:
+    """Every experiment and setting against every memory kind, in one table (the README shows it).
+
+    Lines between ``<!-- overview -->`` markers, so a test can check the README quotes it as written.
+    """
+    kinds = [k for k in KIND_ORDER if any(r["memory"] == k for r in rows)]
+    kinds += [k for k in dict.fromkeys(r["memory"] for r in rows) if k not in kinds]
+    seeds = sorted({seed for r in rows for seed in r["seeds"]})
+    spread = f"seed {seeds[0]}" if len(seeds) == 1 else f"mean ± std over seeds {', '.join(map(str, seeds))}"
+    lines = ["<!-- overview -->", f"Headline metric, {spread}; —: not run on that task.", ""]
+    lines += ["| experiment (metric) | setting | " + " | ".join(kinds) + " |", "|---" * (len(kinds) + 2) + "|"]
+    for name in dict.fromkeys(r["experiment"] for r in rows):
+        by_kind = {r["memory"]: r for r in rows if r["experiment"] == name}
+        metric = next(iter(by_kind.values()))["metric"]
+        for setting in dict.fromkeys(s for r in by_kind.values() for s in r["settings"]):
+            cells = [
+                mean_std(by_kind[k]["settings"][setting], 2 if metric == "bit_errors" else 3)
+                if k in by_kind and setting in by_kind[k]["settings"]
+                else "—"
+                for k in kinds
+            ]
+            lines.append(f"| {name} ({METRIC_WORDS[metric]}) | {setting} | " + " | ".join(cells) + " |")
+    return lines + ["<!-- overview -->"]
+
+
+def plot_leaderboard(rows: list[dict[str, Any]], path: Path) -> Path:
+    """One panel per experiment: the headline metric per setting and memory kind, mean with std bars."""
+    names = list(dict.fromkeys(r["experiment"] for r in rows))
+    fig, axes = plots.plt.subplots(1, len(names), figsize=(4.2 * len(names), 3.6), squeeze=False)
+    for ax, name in zip(axes[0], names):
+        exp_rows = [r for r in rows if r["experiment"] == name]
+        settings = list(dict.fromkeys(s for r in exp_rows for s in r["settings"]))
+        series = {
+            r["memory"]: (
+                [statistics.mean(r["settings"][s]) for s in settings],
+                [statistics.stdev(r["settings"][s]) if len(r["settings"][s]) > 1 else 0.0 for s in settings],
+            )
+            for r in exp_rows
+        }
+        grouped_bars(ax, settings, series, METRIC_WORDS[exp_rows[0]["metric"]], name)
+    return plots.save(fig, path)
+
+
 def write_leaderboard(runs: dict[str, list[Path]], where: Path) -> Path:
     where.mkdir(parents=True, exist_ok=True)
     rows = [row for name, dirs in runs.items() for row in collect(name, dirs)]
-    lines = ["# Memory leaderboard", ""]
+    lines = ["# Memory leaderboard", "", *overview(rows), "", "![leaderboard](leaderboard.png)", ""]
     for name in runs:
         exp_rows = [r for r in rows if r["experiment"] == name]
         settings = list(dict.fromkeys(s for r in exp_rows for s in r["settings"]))
         metric = exp_rows[0]["metric"]
-        words = {"accuracy": "accuracy", "bit_errors": "wrong bits per sequence"}[metric]
+        words = METRIC_WORDS[metric]
         seeds = exp_rows[0]["seeds"]
         spread = f"seed {seeds[0]}" if len(seeds) == 1 else f"mean ± std over seeds {', '.join(map(str, seeds))}"
         lines += [f"## {name} ({words}; {spread})", ""]
@@ -173,5 +221,6 @@ def write_leaderboard(runs: dict[str, list[Path]], where: Path) -> Path:
     path = where / "leaderboard.md"
     path.write_text("\n".join(lines))
     write_json(where / "leaderboard.json", rows)
+    plot_leaderboard(rows, where / "leaderboard.png")
     print(f"leaderboard: {path}")
     return path

@@ -43,6 +43,10 @@ NTM_QUICK_TRAIN = {
     "log_every": 50,
 }
 NTM_PAPER_TRAIN = {**NTM_QUICK_TRAIN, "steps": 100_000, "lr": 1e-4, "eval_every": 2000, "checkpoint_every": 2000}
+# Graves et al. 2014, §4: one NTM layer, a 128 x 20 memory, a controller of 100 units (the
+# experiment picks its kind), against a 3 x 256 LSTM
+NTM_PAPER_MODEL = {"d_model": 100, "layers": 1, "ffn": False, "slots": 128, "slot_width": 20, "controller_size": 100}
+NTM_PAPER_ARMS = {"lstm": {"layers": 3, "d_model": 256}}
 ONE_LAYER = {"layers": 1, "ffn": False}  # a bare recurrent or NTM layer, no feed-forward sublayer
 
 

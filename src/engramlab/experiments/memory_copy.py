@@ -16,6 +16,8 @@ from __future__ import annotations
 
 from engramlab.experiments.base import PaperNumber
 from engramlab.experiments.memory_common import (
+    NTM_PAPER_ARMS,
+    NTM_PAPER_MODEL,
     NTM_PAPER_TRAIN,
     NTM_QUICK_TRAIN,
     ONE_LAYER,
@@ -53,16 +55,9 @@ class MemoryCopy(MemoryTaskExperiment):
         },
         "paper": {
             "task": {"bits": 8, "min_length": 1, "max_length": 20},
-            "model": {
-                "d_model": 100,
-                "layers": 1,
-                "ffn": False,
-                "slots": 128,
-                "slot_width": 20,
-                "controller_size": 100,
-            },
+            "model": NTM_PAPER_MODEL,
             "methods": ["ntm", "lstm"],
-            "arm_models": {"lstm": {"layers": 3, "d_model": 256}},
+            "arm_models": NTM_PAPER_ARMS,
             "train": NTM_PAPER_TRAIN,
             "eval": {"samples": 1000, "settings": LONGER},
         },

@@ -26,15 +26,24 @@ def settings_bars(cfg, results, arms: list[str], metric: str, path: Path, title:
     """Grouped bars: one group per evaluation setting, one bar per arm."""
     settings = list(cfg.eval.settings)
     key = {"accuracy": "correct"}.get(metric, metric)
-    width = 0.8 / len(arms)
     fig, ax = plots.plt.subplots(figsize=(1.6 + 1.4 * len(settings) * max(1, len(arms) / 3), 3.6))
-    x = np.arange(len(settings))
-    for i, arm in enumerate(arms):
-        values = [results[arm][s][key] for s in settings]
-        ax.bar(x + (i - (len(arms) - 1) / 2) * width, values, width, label=arm, color=plots.color(arm, i))
-    ax.set_xticks(x, settings)
-    ax.set_ylabel({"correct": "accuracy", "bit_errors": "wrong bits per sequence"}.get(key, key))
+    series = {arm: ([results[arm][s][key] for s in settings], None) for arm in arms}
+    grouped_bars(ax, settings, series, METRIC_WORDS.get(metric, metric), title)
+    return plots.save(fig, path)
+
+
+METRIC_WORDS = {"accuracy": "accuracy", "bit_errors": "wrong bits per sequence"}
+
+
+def grouped_bars(ax, groups: list[str], series: dict[str, tuple[list[float], list[float] | None]], ylabel, title):
+    """One group of bars per entry of ``groups``, one bar per series (values, optional error bars)."""
+    width = 0.8 / max(1, len(series))
+    x = np.arange(len(groups))
+    for i, (name, (values, errors)) in enumerate(series.items()):
+        offset = (i - (len(series) - 1) / 2) * width
+        ax.bar(x + offset, values, width, yerr=errors, capsize=2, label=name, color=plots.color(name, i))
+    ax.set_xticks(x, groups)
+    ax.set_ylabel(ylabel)
     ax.set_title(title)
     ax.grid(axis="y", alpha=0.3)
     ax.legend(fontsize=7)
-    return plots.save(fig, path)
