@@ -132,6 +132,13 @@ def parse_args(argv=None) -> argparse.Namespace:
     train.add_argument("--window", type=int, default=64, help="tokens per window")
     train.add_argument("--d-model", type=int, default=64, help="model width")
     train.add_argument("--heads", type=int, default=4, help="attention heads")
+    train.add_argument(
+        "--train-layers",
+        type=int,
+        default=2,
+        help="blocks; the kNN memory is in block 3*layers//4 (Wu et al. 2022: layer 9 of 12), "
+        "the others attend locally",
+    )
     train.add_argument("--train-steps", type=int, default=3, help="timed steps per setting (after one warm-up)")
     parser.add_argument(
         "--threads",
@@ -318,21 +325,22 @@ class Block(nn.Module):
 
 
 class SmallModel(nn.Module):
-    """Embedding, a local-attention block, a kNN-attention block, a linear head."""
+    """Embedding, `layers` blocks (one with the kNN memory, the others local attention), a linear head."""
 
-    def __init__(self, vocab: int, d_model: int, heads: int, k: int, index: str, retrieval: bool):
+    def __init__(self, vocab: int, d_model: int, heads: int, k: int, index: str, retrieval: bool, layers: int = 2):
         super().__init__()
         self.embed = nn.Embedding(vocab, d_model)
+        memory_block = (3 * layers) // 4
         self.blocks = nn.ModuleList(
             [
-                Block(KNNAttention(d_model, heads, retrieval=False), d_model),
-                Block(KNNAttention(d_model, heads, top_k=k, memory_index=index, retrieval=retrieval), d_model),
+                Block(KNNAttention(d_model, heads, top_k=k, memory_index=index, retrieval=uses_memory), d_model)
+                for uses_memory in (retrieval and i == memory_block for i in range(layers))
             ]
         )
         self.head = nn.Linear(d_model, vocab)
 
     def loss(self, tokens: torch.Tensor, window: int) -> torch.Tensor:
-        states, losses = [None, None], []
+        states, losses = [None] * len(self.blocks), []
         for begin in range(0, tokens.shape[1] - 1, window):
             x = self.embed(tokens[:, begin : begin + window])
             for number, block in enumerate(self.blocks):
@@ -382,7 +390,7 @@ def training_rows(args) -> list[dict]:
     rows, baseline = [], None
     for label, index, retrieval in settings:
         torch.manual_seed(args.seed)
-        model = SmallModel(vocab, args.d_model, args.heads, args.k, index, retrieval)
+        model = SmallModel(vocab, args.d_model, args.heads, args.k, index, retrieval, args.train_layers)
 
         train_step(model, tokens, args.window)  # warm-up
         times = []

@@ -11,7 +11,20 @@ import matplotlib.pyplot as plt  # noqa: E402
 
 from engramlab.train.rundir import read_metrics  # noqa: E402
 
-ARM_COLORS = {"pondernet": "tab:blue", "act": "tab:orange", "fixed": "tab:green", "repeat": "tab:red"}
+ARM_COLORS = {
+    "pondernet": "tab:blue",
+    "act": "tab:orange",
+    "fixed": "tab:green",
+    "repeat": "tab:red",
+    # memory kinds: one colour each across every memory plot
+    "lstm": "tab:orange",
+    "gru": "tab:brown",
+    "attention": "tab:blue",
+    "memn2n": "tab:red",
+    "ntm": "tab:green",
+    "knn": "tab:purple",
+    "xl": "tab:cyan",
+}
 
 
 def color(arm: str, index: int) -> str:
