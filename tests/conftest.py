@@ -53,9 +53,12 @@ def engram_cmd() -> list[str]:
 
 def run_checked(cmd: list[str], **kwargs) -> subprocess.CompletedProcess:
     """Run ``cmd`` capturing its output; on a non-zero exit fail with the tail of its stderr."""
-    proc = subprocess.run(cmd, capture_output=True, text=True, **kwargs)
+    return check_exit(subprocess.run(cmd, capture_output=True, text=True, **kwargs))
+
+
+def check_exit(proc: subprocess.CompletedProcess) -> subprocess.CompletedProcess:
     if proc.returncode != 0:
-        pytest.fail(f"{' '.join(cmd[:6])} ... exited {proc.returncode}; stderr tail:\n{proc.stderr[-4000:]}")
+        pytest.fail(f"{' '.join(proc.args[:6])} ... exited {proc.returncode}; stderr tail:\n{proc.stderr[-4000:]}")
     return proc
 
 

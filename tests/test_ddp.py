@@ -5,7 +5,7 @@ import subprocess
 import sys
 import textwrap
 
-from conftest import REPO, run_checked, sets
+from conftest import REPO, check_exit, sets
 
 SCRIPT = textwrap.dedent(
     """
@@ -40,12 +40,10 @@ NETWORK_ERRORS = ("Address already in use", "EADDRINUSE", "DistNetworkError", "C
 
 def torchrun(*args, **kwargs):
     cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc-per-node", "2", *args]
-    first = subprocess.run(cmd, capture_output=True, text=True, **kwargs)
-    if first.returncode != 0 and any(e in first.stderr for e in NETWORK_ERRORS):
-        return run_checked(cmd, **kwargs)
-    if first.returncode != 0:
-        raise AssertionError(f"torchrun exited {first.returncode}; stderr tail:\n{first.stderr[-4000:]}")
-    return first
+    proc = subprocess.run(cmd, capture_output=True, text=True, **kwargs)
+    if proc.returncode != 0 and any(e in proc.stderr for e in NETWORK_ERRORS):
+        proc = subprocess.run(cmd, capture_output=True, text=True, **kwargs)
+    return check_exit(proc)
 
 
 def test_two_cpu_processes_keep_identical_parameters(tmp_path, subprocess_env):

@@ -138,6 +138,11 @@ def collect(name: str, run_dirs: list[Path]) -> list[dict[str, Any]]:
     return rows
 
 
+def spread_words(seeds: list[int]) -> str:
+    """How the cells were made: one seed's value, or mean ± std over several (matches :func:`mean_std`)."""
+    return f"seed {seeds[0]}" if len(seeds) == 1 else f"mean ± std over seeds {', '.join(map(str, seeds))}"
+
+
 def mean_std(values: list[float], digits: int) -> str:
     if len(values) == 1:
         return f"{values[0]:.{digits}f}"
@@ -154,8 +159,7 @@ def overview(rows: list[dict[str, Any]]) -> list[str]:
     """
     kinds = [k for k in KIND_ORDER if any(r["memory"] == k for r in rows)]
     kinds += [k for k in dict.fromkeys(r["memory"] for r in rows) if k not in kinds]
-    seeds = sorted({seed for r in rows for seed in r["seeds"]})
-    spread = f"seed {seeds[0]}" if len(seeds) == 1 else f"mean ± std over seeds {', '.join(map(str, seeds))}"
+    spread = spread_words(sorted({seed for r in rows for seed in r["seeds"]}))
     lines = ["<!-- overview -->", f"Headline metric, {spread}; —: not run on that task.", ""]
     lines += ["| experiment (metric) | setting | " + " | ".join(kinds) + " |", "|---" * (len(kinds) + 2) + "|"]
     for name in dict.fromkeys(r["experiment"] for r in rows):
@@ -198,10 +202,7 @@ def write_leaderboard(runs: dict[str, list[Path]], where: Path) -> Path:
         exp_rows = [r for r in rows if r["experiment"] == name]
         settings = list(dict.fromkeys(s for r in exp_rows for s in r["settings"]))
         metric = exp_rows[0]["metric"]
-        words = METRIC_WORDS[metric]
-        seeds = exp_rows[0]["seeds"]
-        spread = f"seed {seeds[0]}" if len(seeds) == 1 else f"mean ± std over seeds {', '.join(map(str, seeds))}"
-        lines += [f"## {name} ({words}; {spread})", ""]
+        lines += [f"## {name} ({METRIC_WORDS[metric]}; {spread_words(exp_rows[0]['seeds'])})", ""]
         lines.append("| memory | " + " | ".join(settings) + " | parameters | train time (s) | steps/s | runs |")
         lines.append("|---" * (len(settings) + 5) + "|")
         for r in exp_rows:

@@ -9,6 +9,8 @@ import numpy as np
 
 from engramlab import plots
 
+METRIC_WORDS = {"accuracy": "accuracy", "bit_errors": "wrong bits per sequence"}
+
 
 def plot_all(exp, cfg, results: dict[str, dict[str, Any]], run_dir: Path, out_dir: Path) -> list[Path]:
     arms = list(results)
@@ -30,9 +32,6 @@ def settings_bars(cfg, results, arms: list[str], metric: str, path: Path, title:
     series = {arm: ([results[arm][s][key] for s in settings], None) for arm in arms}
     grouped_bars(ax, settings, series, METRIC_WORDS.get(metric, metric), title)
     return plots.save(fig, path)
-
-
-METRIC_WORDS = {"accuracy": "accuracy", "bit_errors": "wrong bits per sequence"}
 
 
 def grouped_bars(ax, groups: list[str], series: dict[str, tuple[list[float], list[float] | None]], ylabel, title):

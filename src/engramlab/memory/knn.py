@@ -44,12 +44,10 @@ Choices the paper leaves open, and deviations from it:
   trains one coarse quantiser per head on the entries of all sequences, and keeps it (also
   across ``clear``). See :class:`KNNStore` for the options.
 
-Cost (``benchmarks/knn_scale.py``, one thread of a shared 2-core EPYC): a training step of a small
-model (d_model 64, 4 heads, batch 16, 8 windows of 64, top-32) takes 2.8x as long with ``flat``
-retrieval as without memory, about half of it in the 64 FAISS searches per window (one per
-sequence and head, all queries of the window at once; FAISS indexes cannot be searched together);
-``ivf`` is similar, ``hnsw`` 12x: graph search and insertion only pay off for memories of about
-10^5 entries and more, far beyond one sequence's memory in such a run.
+Cost: with the memory in one small layer, exact top-k search of every query dominates the
+extra training time; graph (``hnsw``) insertion only pays off for memories far larger than one
+sequence's. Measured slowdowns and search rates: ``docs/memory.md`` (kNN memory at scale), from
+``benchmarks/knn_scale.py``.
 """
 
 from __future__ import annotations
