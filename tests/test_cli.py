@@ -93,8 +93,8 @@ def test_report_puts_our_numbers_next_to_the_papers(tiny_run, capsys):
         (["run", "pondernet-parity", "--set", "model.lamda_p=0.1"], "unknown config key 'model.lamda_p'"),
         (
             ["run", "no-such-experiment"],
-            "unknown experiment 'no-such-experiment' (available: memory-copy, memory-mqar, memory-passkey, "
-            "memory-recall, pondernet-parity)",
+            "unknown experiment 'no-such-experiment' (available: memn2n-babi, memo-pai, memory-copy, memory-mqar, "
+            "memory-passkey, memory-recall, pondernet-babi, pondernet-parity)",
         ),
         (["run", "pondernet-parity", "--preset", "huge"], "unknown preset 'huge'"),
         (["run", "pondernet-parity", "--resume", "/nonexistent/run"], "not an engramlab run directory"),

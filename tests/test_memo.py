@@ -1,10 +1,14 @@
 """MEMO hops: shapes under the halting wrappers, attention over slots, and a tiny PAI learned from memory."""
 
+import math
+
+import pytest
 import torch
 import torch.nn.functional as F
 
-from engramlab.models.memo import MEMOStep, pack
-from engramlab.ponder.halting import FixedDepth, PonderNet
+from engramlab.models.memo import MEMOStep, PAITransformerStep, pack
+from engramlab.ponder.halting import FixedDepth, PonderNet, PonderOutput, Reinforce
+from engramlab.ponder.steps import Step, StepOutput
 from engramlab.tasks.pai import PAIConfig, PAITask
 
 
@@ -47,3 +51,64 @@ def test_one_hop_learns_direct_queries_about_unseen_items():
     batch = test.sample(500, torch.Generator().manual_seed(1))  # items never seen in training
     y, _ = model.predict(pack(batch.memory, batch.query))
     assert (y.argmax(-1) == batch.target).float().mean() > 0.8  # chance: 0.5
+
+
+def test_transformer_baseline_has_one_logit_per_candidate_and_no_slot_memory():
+    task = tiny_task()
+    batch = task.sample(3, torch.Generator().manual_seed(0))
+    step = PAITransformerStep(32, 16, task.rows, hidden=32, heads=4, ff=64)
+    x_enc = step.encode(pack(batch.memory, batch.query))
+    assert x_enc.shape == (3, task.rows + 3, 32)  # one token per row, the cue and two candidates
+    out = FixedDepth(step, 3)(pack(batch.memory, batch.query))
+    assert out.y.shape == (3, 3, 2) and bool((out.steps == 3).all())
+
+
+def test_reinforce_loss_matches_a_hand_computation():
+    """Two samples: one halted by choice at step 2 of 3, one forced to stop at the limit (3)."""
+    halt_logit = torch.tensor([[0.0, -1.0], [1.0, 0.5], [0.0, 2.0]], requires_grad=True)  # (steps, batch)
+    y = torch.zeros(3, 2, 2)
+    y[1, 0] = torch.tensor([2.0, 0.0])  # sample 0's answer at its halting step 2
+    y[2, 1] = torch.tensor([0.0, 1.0])  # sample 1's answer at step 3
+    steps = torch.tensor([2, 3])
+    out = PonderOutput(y, halt_logit, steps, torch.zeros(3, 2))
+    target = torch.tensor([0, 0])
+    loss, logs = Reinforce(Step(), max_steps=3, hop_cost=0.1).loss(out, target, per_sample_cross_entropy)
+
+    ce = [math.log(1 + math.exp(-2.0)), math.log(1 + math.exp(1.0))]
+    log_sigmoid = lambda v: -math.log(1 + math.exp(-v))  # noqa: E731
+    # sample 0: continue at 1, halt at 2; sample 1: continue at 1 and 2, forced halt at 3 (no decision)
+    log_pi = [log_sigmoid(-0.0) + log_sigmoid(1.0), log_sigmoid(1.0) + log_sigmoid(-0.5)]
+    reward = [-ce[0] - 0.2, -ce[1] - 0.3]
+    mean = sum(reward) / 2
+    policy = -sum((r - mean) * lp for r, lp in zip(reward, log_pi)) / 2
+    assert loss.item() == pytest.approx(sum(ce) / 2 + policy, rel=1e-5)
+    assert logs["expected_steps"] == 2.5
+
+
+class ConstantStep(Step):
+    """A step whose prediction never improves: only the hop cost distinguishes halting steps."""
+
+    def __init__(self):
+        super().__init__()
+        self.bias = torch.nn.Parameter(torch.zeros(1))
+
+    def initial_state(self, x_enc):
+        return x_enc
+
+    def forward(self, x_enc, h):
+        return StepOutput(h, torch.zeros(h.shape[0], 2), self.bias.expand(h.shape[0]))
+
+
+def test_reinforce_learns_to_stop_early_when_hops_cost_and_do_not_help():
+    torch.manual_seed(0)
+    model = Reinforce(ConstantStep(), max_steps=8, hop_cost=0.1)
+    optimizer = torch.optim.SGD(model.parameters(), lr=0.5)
+    before = model(torch.zeros(512, 1)).steps.float().mean()
+    for _ in range(100):
+        out = model(torch.zeros(256, 1))
+        loss, _ = model.loss(out, torch.zeros(256, dtype=torch.long), per_sample_cross_entropy)
+        optimizer.zero_grad()
+        loss.backward()
+        optimizer.step()
+    after = model(torch.zeros(512, 1)).steps.float().mean()
+    assert before > 1.7 and after < 1.2  # lambda 0.5 at the start: about 2 hops

@@ -142,6 +142,11 @@ def test_learning_rate_schedules():
     linear = cfg.model_copy(update={"decay": "linear", "warmup_steps": 0, "min_lr_ratio": 0.0})
     assert learning_rate(linear, 50) == pytest.approx(0.5)
     assert learning_rate(TrainConfig(lr=0.3), 77) == 0.3
+    # MemN2N's schedule: halve every 15 epochs (here every 10 steps)
+    halving = TrainConfig(steps=100, lr=0.01, decay="step", decay_every=10, decay_factor=0.5)
+    assert [learning_rate(halving, s) for s in (1, 10, 11, 20, 21, 35)] == pytest.approx(
+        [0.01, 0.01, 0.005, 0.005, 0.0025, 0.00125]
+    )
 
 
 def test_metrics_file_is_jsonl_with_train_and_eval_rows(tmp_path):

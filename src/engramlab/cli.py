@@ -103,6 +103,13 @@ def build_parser() -> argparse.ArgumentParser:
         "(allowed: task.*, eval.*, and per experiment the model keys that change no parameters, "
         "e.g. model.eval_max_steps, model.mem_len, model.top_k; the error message lists them)",
     )
+    p.add_argument(
+        "--data-dir",
+        type=Path,
+        default=None,
+        help="bAbI runs: evaluate on the official qa*_test.txt files in this directory (your own copy of "
+        "en or en-10k); the same as --set eval.data_dir=DIR",
+    )
     p.add_argument("--threads", type=int, default=None, help="PyTorch threads (default: all cores)")
     p.set_defaults(func=cmd_eval)
 
@@ -223,10 +230,19 @@ def cmd_run(args) -> int:
 def cmd_eval(args) -> int:
     import torch
 
+    from engramlab.api import load_config
     from engramlab.evaluate import evaluate_run
 
     torch.set_num_threads(args.threads or os.cpu_count() or 1)
-    summary, out_dir = evaluate_run(args.run_dir, args.overrides)
+    overrides = list(args.overrides)
+    if args.data_dir is not None:
+        exp, cfg = load_config(args.run_dir)
+        if "data_dir" not in type(cfg.eval).model_fields:
+            raise EngramError(f"--data-dir applies to bAbI runs; {args.run_dir} is a run of '{exp.name}'")
+        if not args.data_dir.is_dir():
+            raise EngramError(f"--data-dir {args.data_dir}: not a directory")
+        overrides.append(f"eval.data_dir={args.data_dir.resolve()}")
+    summary, out_dir = evaluate_run(args.run_dir, overrides)
     print_metrics(summary["metrics"])
     print(f"results: {out_dir / 'summary.json'}")
     return 0

@@ -14,6 +14,9 @@ REGISTRY: dict[str, str] = {
     "memory-recall": "engramlab.experiments.memory_recall",
     "memory-mqar": "engramlab.experiments.memory_mqar",
     "memory-passkey": "engramlab.experiments.memory_passkey",
+    "memn2n-babi": "engramlab.experiments.memn2n_babi",
+    "memo-pai": "engramlab.experiments.memo_pai",
+    "pondernet-babi": "engramlab.experiments.pondernet_babi",
 }
 
 __all__ = ["Experiment", "PaperNumber", "REGISTRY", "get_experiment", "all_experiments"]

@@ -46,6 +46,11 @@ class Experiment:
     eval_keys: ClassVar[tuple[str, ...]] = ("task.", "eval.")
 
     # --- what to train -------------------------------------------------------------------
+    def prepare(self, cfg: Config) -> Config:
+        """Complete the config once, before a new run writes it (e.g. the vocabulary of a data set,
+        so that the saved config alone rebuilds the models). Default: unchanged."""
+        return cfg
+
     def arms(self, cfg: Config) -> list[str]:
         """Names of the models this experiment trains (each in its own sub-directory)."""
         raise NotImplementedError

@@ -58,6 +58,8 @@ def run_experiment(
     run_dir = Path(run_dir)
     clock = Stopwatch()
     started = now_iso()
+    if not resume:
+        cfg = exp.prepare(cfg)
     if dist.is_main() and not resume:
         atomic_write_text(run_dir / CONFIG_NAME, to_yaml(cfg))
         write_json(run_dir / "run.json", {"experiment": exp.name, "preset": preset, "overrides": overrides})

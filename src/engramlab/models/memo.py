@@ -12,11 +12,12 @@ query takes. What follows the paper:
 - **recirculation**: the read-out of hop t, projected, is the query of hop t + 1; the
   first query embeds the input query (cue and candidates).
 
-Every hop predicts the answer from its query state and the embedded input query, and emits a
-halting logit from the same features; the wrapper turns these into PonderNet's halting
-distribution (or ACT's). Deviations: the paper's halting network is trained with REINFORCE
-and reads the hop's attention weights and a Bhattacharyya distance between successive ones;
-here the halting logit is a linear read of the state, the same for every wrapper.
+Every hop predicts the answer from its query state (a pointer over the candidates) and emits a
+halting logit; the wrapper turns these into PonderNet's halting distribution, MEMO's REINFORCE
+policy (:class:`~engramlab.ponder.halting.Reinforce`) or ACT's. The halting unit reads the state,
+the cue and the hop's sorted candidate scores. Deviations: MEMO's halting network read the
+hop's attention weights and a Bhattacharyya distance between successive ones; the item
+embeddings start aligned (:meth:`MEMOStep.start_aligned`), an initialisation of ours.
 
 Inputs are packed into one tensor (the wrappers drop halted rows of one batch-first tensor):
 :func:`pack` puts the memory rows and the query side by side, :meth:`MEMOStep.encode` splits
@@ -24,6 +25,8 @@ them again and embeds them once per query.
 """
 
 from __future__ import annotations
+
+import math
 
 import torch
 import torch.nn.functional as F
@@ -61,7 +64,36 @@ class MEMOStep(Step):
         self.recirculate = nn.Sequential(nn.Linear(2 * hidden, hidden), nn.ReLU(), nn.Linear(hidden, hidden))
         self.norm = nn.LayerNorm(hidden)
         self.output = nn.Linear(hidden, hidden)
-        self.halt = nn.Linear(2 * hidden, 1)
+        self.halt = nn.Linear(2 * hidden + candidates, 1)
+        # a learned sharpness per head; a head sees hidden/heads of the item dimensions, so aligned
+        # items score about 1/heads at the start: 4 x heads makes the first reads sharp
+        self.log_scale = nn.Parameter(torch.full((heads,), math.log(4.0 * heads)))
+        self.start_aligned(row_width // item_dim)
+
+    @torch.no_grad()
+    def start_aligned(self, items_per_row: int) -> None:
+        """Start every item embedding from one random map ``E`` with ``EᵀE ≈ I``.
+
+        Keys, values, cue and candidates keep separate parameters (MEMO), but at the start an item
+        matches itself: ``(E c)·(E a) ≈ c·a``, so the first hop already attends to the rows
+        holding the cue and the read-out already points at its partner. The query and output maps
+        start as the identity and the recirculation MLP's last layer at zero, so this alignment
+        carries through the hops. With independent random starts the same model sat at chance
+        for thousands of updates on 16-sequence memories (our measurement; see docs/memo-pai.md).
+        """
+        hidden, item_dim = self.hidden, self.item_dim
+        shared = torch.randn(hidden, item_dim) / hidden**0.5
+        for layer in (self.key, self.value):
+            layer.weight.copy_(shared.repeat(1, items_per_row))
+            layer.bias.zero_()
+        for layer in (self.embed_cue, self.embed_candidate):
+            layer.weight.copy_(shared)
+            layer.bias.zero_()
+        for layer in (self.attend, self.output):
+            layer.weight.copy_(torch.eye(hidden))
+            layer.bias.zero_()
+        self.recirculate[-1].weight.zero_()
+        self.recirculate[-1].bias.zero_()
 
     def encode(self, x: Tensor) -> Tensor:
         """Keys, values, the cue and the candidates, embedded once per input: (B, 2 rows + 1 + C, hidden)."""
@@ -79,15 +111,68 @@ class MEMOStep(Step):
         """(B, heads, rows): the hop's attention weights over the memory slots."""
         keys = x_enc[:, : self.rows].unflatten(-1, (self.heads, -1))  # (B, rows, heads, d)
         q = self.attend(h).unflatten(-1, (self.heads, -1))  # (B, heads, d)
-        scores = torch.einsum("bhd,brhd->bhr", q, keys) / keys.shape[-1] ** 0.5
+        scores = torch.einsum("bhd,brhd->bhr", q, keys) * self.log_scale.exp()[:, None]
         return F.softmax(scores, dim=-1)
 
     def forward(self, x_enc: Tensor, h: Tensor) -> StepOutput:
         weights = self.attention(x_enc, h)
         values = x_enc[:, self.rows : 2 * self.rows].unflatten(-1, (self.heads, -1))
         read = torch.einsum("bhr,brhd->bhd", weights, values).flatten(1)  # (B, hidden)
-        state = self.norm(h + self.recirculate(torch.cat([h, read], dim=-1)))  # the next hop's query
+        state = self.norm(h + read + self.recirculate(torch.cat([h, read], dim=-1)))  # the next hop's query
         candidates = x_enc[:, 2 * self.rows + 1 :]  # (B, C, hidden)
         logits = torch.einsum("bch,bh->bc", candidates, self.output(state)) / self.hidden**0.5
-        halt = self.halt(torch.cat([state, x_enc[:, 2 * self.rows]], dim=-1)).squeeze(-1)
+        # halting reads the state, the cue and how clearly the hop separates the candidates, so
+        # a hop can stop as soon as its answer is clear
+        confidence = logits.sort(dim=-1, descending=True).values
+        halt = self.halt(torch.cat([state, x_enc[:, 2 * self.rows], confidence], dim=-1)).squeeze(-1)
         return StepOutput(state, logits, halt)
+
+
+class PAITransformerStep(Step):
+    """``PAITransformerStep(row_width, item_dim, rows, candidates=2, hidden=128, heads=4, ff=256)``:
+    the non-memory baseline, one Universal Transformer layer (Dehghani et al. 2019) over the same inputs.
+
+    Every memory row, the cue and each candidate is one token (a linear embedding plus a learned
+    embedding of its role); the shared layer is applied once per step with the embedded input
+    re-injected, as in :class:`~engramlab.ponder.steps.TransformerStep`. There is no separate
+    key/value memory and no recirculated query: the layer's self-attention mixes all tokens. Each
+    candidate's logit reads its own token; halting reads the cue token. With
+    :class:`~engramlab.ponder.halting.FixedDepth` this is the UT of the PonderNet paper's PAI table;
+    with PonderNet halting it is PonderNet's own PAI model (App. D).
+    """
+
+    def __init__(
+        self,
+        row_width: int,
+        item_dim: int,
+        rows: int,
+        candidates: int = 2,
+        hidden: int = 128,
+        heads: int = 4,
+        ff: int = 256,
+    ):
+        super().__init__()
+        self.item_dim, self.rows, self.row_width, self.candidates = item_dim, rows, row_width, candidates
+        self.embed_row = nn.Linear(row_width, hidden)
+        self.embed_item = nn.Linear(item_dim, hidden)
+        self.role = nn.Parameter(torch.randn(2 + candidates, hidden) * 0.02)  # row, cue, candidate 1..C
+        self.block = nn.TransformerEncoderLayer(hidden, heads, ff, dropout=0.0, batch_first=True, norm_first=True)
+        self.norm = nn.LayerNorm(hidden)
+        self.readout = nn.Linear(hidden, 1)
+        self.halt = nn.Linear(hidden, 1)
+
+    def encode(self, x: Tensor) -> Tensor:
+        batch, memory_size = x.shape[0], self.rows * self.row_width
+        memory = x[:, :memory_size].view(batch, self.rows, self.row_width)
+        items = x[:, memory_size:].view(batch, 1 + self.candidates, self.item_dim)
+        rows = self.embed_row(memory) + self.role[0]
+        return torch.cat([rows, self.embed_item(items) + self.role[1:]], dim=1)
+
+    def initial_state(self, x_enc: Tensor) -> Tensor:
+        return torch.zeros_like(x_enc)
+
+    def forward(self, x_enc: Tensor, h: Tensor) -> StepOutput:
+        h = self.block(h + x_enc)
+        out = self.norm(h)
+        logits = self.readout(out[:, self.rows + 1 :]).squeeze(-1)  # (B, C)
+        return StepOutput(h, logits, self.halt(out[:, self.rows]).squeeze(-1))

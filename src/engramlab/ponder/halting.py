@@ -96,6 +96,28 @@ def at_last_step(values: Tensor, steps: Tensor) -> Tensor:
     return values.gather(0, index).squeeze(0)
 
 
+def predict_with_halting(
+    step: Step, x: Tensor, halting: HaltingMode, max_steps: int, generator: torch.Generator | None
+) -> tuple[Tensor, Tensor]:
+    """Run each sample until it halts: by drawing ``Λₙ ~ Bernoulli(λₙ)`` (PonderNet §2.5, and
+    MEMO's policy), or ``greedy`` at the first ``λₙ > 0.5``; returns the prediction there and the steps."""
+    if halting == "sample":
+
+        def stop(halt_logit: Tensor, rows: Tensor) -> Tensor:
+            draw = torch.rand(halt_logit.shape, generator=generator, device=halt_logit.device)
+            return draw < torch.sigmoid(halt_logit)
+
+    elif halting == "greedy":
+
+        def stop(halt_logit: Tensor, rows: Tensor) -> Tensor:
+            return halt_logit > 0
+
+    else:
+        raise ValueError(f"unknown halting mode {halting!r} (allowed: 'sample', 'greedy')")
+    y, _, steps = unroll(step, x, max_steps, stop)
+    return at_last_step(y, steps), steps
+
+
 # ---------------------------------------------------------------------------------------------
 # PonderNet
 
@@ -163,7 +185,7 @@ class PonderNet(nn.Module):
         stop = None
         if self.epsilon > 0:
             log_epsilon = math.log(self.epsilon)
-            log_not_halted = x.new_zeros(x.shape[0])
+            log_not_halted = torch.zeros(x.shape[0], device=x.device)  # x may hold integer ids
 
             def stop(halt_logit: Tensor, rows: Tensor) -> Tensor:
                 log_not_halted[rows] += F.logsigmoid(-halt_logit)
@@ -197,21 +219,7 @@ class PonderNet(nn.Module):
         generator: torch.Generator | None = None,
     ) -> tuple[Tensor, Tensor]:
         """Each sample runs until it halts (§2.5); it stops costing compute from then on."""
-        if halting == "sample":
-
-            def stop(halt_logit: Tensor, rows: Tensor) -> Tensor:
-                draw = torch.rand(halt_logit.shape, generator=generator, device=halt_logit.device)
-                return draw < torch.sigmoid(halt_logit)
-
-        elif halting == "greedy":
-
-            def stop(halt_logit: Tensor, rows: Tensor) -> Tensor:
-                return halt_logit > 0
-
-        else:
-            raise ValueError(f"unknown halting mode {halting!r} (allowed: 'sample', 'greedy')")
-        y, _, steps = unroll(self.step, x, max_steps or self.max_steps, stop)
-        return at_last_step(y, steps), steps
+        return predict_with_halting(self.step, x, halting, max_steps or self.max_steps, generator)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -234,7 +242,7 @@ class ACT(nn.Module):
         self.step, self.max_steps, self.tau, self.epsilon = step, max_steps, tau, epsilon
 
     def forward(self, x: Tensor, max_steps: int | None = None) -> PonderOutput:
-        total = x.new_zeros(x.shape[0])
+        total = torch.zeros(x.shape[0], device=x.device)  # x may hold integer ids
 
         def stop(halt_logit: Tensor, rows: Tensor) -> Tensor:
             total[rows] += torch.sigmoid(halt_logit)
@@ -275,6 +283,68 @@ class ACT(nn.Module):
         """ACT halts deterministically; ``halting`` and ``generator`` are accepted and ignored."""
         out = self.forward(x, max_steps)
         return self.output(out), out.steps
+
+
+# ---------------------------------------------------------------------------------------------
+# REINFORCE (MEMO's halting)
+
+
+class Reinforce(nn.Module):
+    """Halting learned by REINFORCE, as in MEMO (Banino et al. 2020, §2.2), the method PonderNet replaced.
+
+    Training: after every step a sample halts with probability ``λₙ`` (a Bernoulli draw, as at
+    evaluation) or at ``max_steps``; the answer is the prediction at the halting step ``N`` and
+    is trained by backpropagation. The halting decisions are actions of a policy trained by the
+    score-function estimator: ``−(R − b) Σ_{n≤N} log π(aₙ)`` with ``aₙ`` = continue for ``n < N``
+    and halt at ``N`` (no decision when ``max_steps`` forced the halt), where the reward is
+    ``R = −L(y, ŷ_N) − hop_cost · N`` and the baseline ``b`` is the batch mean of ``R``.
+
+    Deviations from MEMO (documented): the reward is the negative task loss rather than MEMO's
+    correct/incorrect signal, which fits any task loss; the policy reads the step's own halting
+    logit (MEMO's halting network also read the attention weights); no separate value network.
+    """
+
+    def __init__(self, step: Step, max_steps: int = 10, hop_cost: float = 0.0):
+        super().__init__()
+        self.step, self.max_steps, self.hop_cost = step, max_steps, hop_cost
+
+    def forward(self, x: Tensor, max_steps: int | None = None) -> PonderOutput:
+        def stop(halt_logit: Tensor, rows: Tensor) -> Tensor:
+            return torch.rand(halt_logit.shape, device=halt_logit.device) < torch.sigmoid(halt_logit)
+
+        y, halt_logit, steps = unroll(self.step, x, max_steps or self.max_steps, stop)
+        p = (step_numbers(halt_logit) == steps).to(y.dtype)  # all the mass on the sampled halting step
+        return PonderOutput(y, halt_logit, steps, p)
+
+    def loss(self, out: PonderOutput, target: Tensor, task_loss: TaskLoss) -> tuple[Tensor, dict[str, float]]:
+        answer_loss = task_loss(at_last_step(out.y, out.steps), target)  # (batch,)
+        n = step_numbers(out.halt_logit)
+        chose_halt = (n == out.steps) & (out.steps < self.max_steps)
+        log_policy = torch.where(chose_halt, F.logsigmoid(out.halt_logit), F.logsigmoid(-out.halt_logit))
+        decided = (n < out.steps) | chose_halt  # a halt forced by max_steps was no decision
+        log_policy = (log_policy * decided).sum(0)  # log-probability of the sampled halting step
+        reward = -answer_loss.detach() - self.hop_cost * out.steps.to(answer_loss.dtype)
+        advantage = reward - reward.mean()
+        policy_loss = -(advantage * log_policy).mean()
+        loss = answer_loss.mean() + policy_loss
+        logs = {
+            "loss": loss.item(),
+            "reconstruction": answer_loss.mean().item(),
+            "policy_loss": policy_loss.item(),
+            "expected_steps": out.steps.float().mean().item(),
+            "computed_steps": out.steps.float().mean().item(),
+        }
+        return loss, logs
+
+    @torch.no_grad()
+    def predict(
+        self,
+        x: Tensor,
+        halting: HaltingMode = "sample",
+        max_steps: int | None = None,
+        generator: torch.Generator | None = None,
+    ) -> tuple[Tensor, Tensor]:
+        return predict_with_halting(self.step, x, halting, max_steps or self.max_steps, generator)
 
 
 # ---------------------------------------------------------------------------------------------

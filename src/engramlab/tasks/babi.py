@@ -155,10 +155,25 @@ class BabiVocab:
     """Word and answer ids. Word id 0 is padding; answers have their own ids (``n,s`` is one label),
     and answer id 0 stands for an answer never seen in training, which no trained model predicts."""
 
-    def __init__(self, examples: list[BabiExample]):
-        words = sorted({w for e in examples for s in (*e.story, e.question) for w in s})
+    def __init__(self, examples: list[BabiExample], answers_as_words: bool = False):
+        """``answers_as_words``: every answer is also a word (MemN2N predicts answers from the word
+        embeddings, ``Wᵀ = C_K``; list answers such as ``n,s`` become words of their own)."""
+        words = {w for e in examples for s in (*e.story, e.question) for w in s}
+        answers = sorted({e.answer for e in examples})
+        if answers_as_words:
+            words |= set(answers)
+        self.set_lists(sorted(words), answers)
+
+    @classmethod
+    def from_lists(cls, words: list[str], answers: list[str]) -> BabiVocab:
+        """A vocabulary saved as its two lists (without padding and ``<unk>``)."""
+        vocab = cls.__new__(cls)
+        vocab.set_lists(words, answers)
+        return vocab
+
+    def set_lists(self, words: list[str], answers: list[str]) -> None:
         self.words = [PAD, *words]
-        self.answers = [UNKNOWN_ANSWER, *sorted({e.answer for e in examples})]
+        self.answers = [UNKNOWN_ANSWER, *answers]
         self.word_id = {w: i for i, w in enumerate(self.words)}
         self.answer_id = {a: i for i, a in enumerate(self.answers)}
 

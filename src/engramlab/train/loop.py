@@ -36,14 +36,18 @@ from engramlab.train.rundir import MetricsLog, Stopwatch
 class TrainConfig(Config):
     steps: int = Field(10_000, ge=1, description="number of optimizer updates")
     batch_size: int = Field(128, ge=1, description="samples per update, summed over all processes")
-    optimizer: Literal["adam", "adamw"] = Field("adam", description="optimizer")
+    optimizer: Literal["adam", "adamw", "sgd"] = Field("adam", description="optimizer (sgd: plain SGD, no momentum)")
     lr: float = Field(3e-4, gt=0, description="peak learning rate")
     betas: tuple[float, float] = Field((0.9, 0.999), description="Adam betas")
     weight_decay: float = Field(0.0, ge=0, description="weight decay (decoupled for adamw)")
     warmup_steps: int = Field(0, ge=0, description="linear learning-rate warm-up from 0")
-    decay: Literal["constant", "cosine", "linear"] = Field(
-        "constant", description="learning-rate schedule after warm-up, down to min_lr_ratio * lr"
+    decay: Literal["constant", "cosine", "linear", "step"] = Field(
+        "constant",
+        description="learning-rate schedule after warm-up: cosine/linear down to min_lr_ratio * lr, "
+        "or step: times decay_factor every decay_every steps",
     )
+    decay_every: int = Field(1000, ge=1, description="steps between learning-rate cuts (decay = step)")
+    decay_factor: float = Field(0.5, gt=0, le=1, description="learning-rate factor per cut (decay = step)")
     min_lr_ratio: float = Field(0.0, ge=0, le=1, description="final learning rate as a fraction of lr")
     grad_clip: float = Field(1.0, ge=0, description="clip the global gradient norm to this (0: off)")
     log_every: int = Field(100, ge=1, description="write averaged training metrics every this many steps")
@@ -61,17 +65,21 @@ class TrainConfig(Config):
 
 
 def learning_rate(cfg: TrainConfig, step: int) -> float:
-    """Learning rate at 1-based ``step``: linear warm-up, then constant, cosine or linear decay."""
+    """Learning rate at 1-based ``step``: linear warm-up, then constant, cosine, linear or step decay."""
     if cfg.warmup_steps and step <= cfg.warmup_steps:
         return cfg.lr * step / cfg.warmup_steps
     if cfg.decay == "constant":
         return cfg.lr
+    if cfg.decay == "step":
+        return cfg.lr * cfg.decay_factor ** ((step - 1 - cfg.warmup_steps) // cfg.decay_every)
     progress = (step - cfg.warmup_steps) / max(1, cfg.steps - cfg.warmup_steps)
     shape = 0.5 * (1 + math.cos(math.pi * progress)) if cfg.decay == "cosine" else 1 - progress
     return cfg.lr * (cfg.min_lr_ratio + (1 - cfg.min_lr_ratio) * shape)
 
 
 def make_optimizer(model: nn.Module, cfg: TrainConfig) -> torch.optim.Optimizer:
+    if cfg.optimizer == "sgd":
+        return torch.optim.SGD(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
     kind = torch.optim.AdamW if cfg.optimizer == "adamw" else torch.optim.Adam
     return kind(model.parameters(), lr=cfg.lr, betas=cfg.betas, weight_decay=cfg.weight_decay)
 

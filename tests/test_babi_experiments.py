@@ -1,0 +1,203 @@
+"""The bAbI and PAI experiments end to end on tiny data written by the test: training, the saved
+vocabulary, `engram eval --data-dir`, the qa3 fallback, and a tiny task learned above chance."""
+
+import json
+import random
+import shutil
+import subprocess
+
+import pytest
+from conftest import engram_cmd, sets
+
+from engramlab.cli import main
+from engramlab.config import resolve
+from engramlab.experiments import babi_common, get_experiment
+
+PEOPLE = ["mary", "john", "sandra", "daniel"]
+PLACES = ["kitchen", "garden", "office", "bathroom", "hallway"]
+
+
+def where_is_stories(count: int, seed: int) -> str:
+    """Task-1-like stories: four moves, then 'where is X?' answered by X's last place."""
+    rng = random.Random(seed)
+    lines = []
+    for _ in range(count):
+        location = {}
+        for n in range(1, 5):
+            person, place = rng.choice(PEOPLE), rng.choice(PLACES)
+            location[person] = (place, n)
+            lines.append(f"{n} {person.capitalize()} went to the {place}.")
+        person = rng.choice(sorted(location))
+        place, line = location[person]
+        lines.append(f"5 Where is {person.capitalize()}? \t{place}\t{line}")
+    return "\n".join(lines) + "\n"
+
+
+def write_release(directory, tasks=(1, 2), train=True, test=True, seed=0):
+    directory.mkdir(parents=True, exist_ok=True)
+    for task in tasks:
+        if train:
+            (directory / f"qa{task}_fixture_train.txt").write_text(where_is_stories(300, seed + task))
+        if test:
+            (directory / f"qa{task}_fixture_test.txt").write_text(where_is_stories(100, seed + 100 + task))
+    return directory
+
+
+MEMN2N_TINY = sets(
+    "task.tasks=[1,2]",
+    "model.d=20",
+    "train.steps=600",
+    "train.optimizer=adam",
+    "train.lr=0.01",
+    "train.decay=constant",
+    "train.log_every=100",
+    "train.eval_every=100",
+    "train.checkpoint_every=100",
+    "model.linear_start=false",
+)
+
+
+@pytest.fixture(scope="module")
+def memn2n_run(tmp_path_factory):
+    data = write_release(tmp_path_factory.mktemp("babi"))
+    out = tmp_path_factory.mktemp("runs")
+    args = ["run", "memn2n-babi", "--out", str(out), "--no-progress", *MEMN2N_TINY, "--set", f"task.data_dir={data}"]
+    assert main(args) == 0
+    (run_dir,) = (out / "memn2n-babi").iterdir()
+    return run_dir, data
+
+
+def test_memn2n_learns_the_tiny_where_is_task_and_reports_per_task_errors(memn2n_run):
+    run_dir, _ = memn2n_run
+    summary = json.loads((run_dir / "summary.json").read_text())
+    metrics = summary["metrics"]
+    assert set(metrics) >= {"memn2n/mean_error", "memn2n/failed_tasks", "memn2n/task1_error", "memn2n/task2_error"}
+    # chance is 80 % error (five places); the answer is the place of the person's last move
+    assert metrics["memn2n/mean_error"] < 40
+    assert (run_dir / "plots" / "task_errors.png").exists()
+
+
+def test_the_run_config_holds_the_vocabulary(memn2n_run):
+    run_dir, _ = memn2n_run
+    from engramlab.api import load_config
+
+    _, cfg = load_config(run_dir)
+    assert {"mary", "kitchen", "where"} <= set(cfg.task.words)
+    assert set(cfg.task.answers) == set(PLACES)
+
+
+def test_eval_data_dir_evaluates_on_another_copy_of_the_test_files(memn2n_run, tmp_path, capsys):
+    run_dir, data = memn2n_run
+    copy = tmp_path / "my-copy"
+    copy.mkdir()
+    for path in data.glob("*_test.txt"):
+        shutil.copy(path, copy / path.name)  # test files only: no training data needed
+    assert main(["eval", str(run_dir), "--data-dir", str(copy)]) == 0
+    (evaluation,) = (run_dir / "evals").iterdir()
+    again = json.loads((evaluation / "summary.json").read_text())
+    original = json.loads((run_dir / "summary.json").read_text())["metrics"]
+    assert again["results"]["memn2n"]["test"]["data_dir"] == str(copy.resolve())
+    assert again["metrics"]["memn2n/mean_error"] == pytest.approx(original["memn2n/mean_error"])
+
+
+def test_eval_data_dir_errors_name_the_missing_file(memn2n_run, tmp_path, subprocess_env):
+    run_dir, _ = memn2n_run
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    proc = subprocess.run(
+        engram_cmd() + ["eval", str(run_dir), "--data-dir", str(empty)],
+        capture_output=True,
+        text=True,
+        env=subprocess_env,
+    )
+    assert proc.returncode == 2
+    lines = proc.stderr.strip().splitlines()
+    assert len(lines) == 1 and "qa1_*_test.txt" in lines[0] and str(empty) in lines[0], proc.stderr
+
+
+def test_a_task_missing_from_the_training_directory_comes_from_the_fallback(tmp_path):
+    main_dir = write_release(tmp_path / "en-10k", tasks=(1,))
+    write_release(main_dir, tasks=(3,), train=False)  # like en-10k: qa3 test file only
+    fallback = write_release(tmp_path / "en", tasks=(3,), seed=7)
+    task = babi_common.BabiDataConfig(data_dir=str(main_dir), tasks=[1, 3])
+    with pytest.raises(Exception, match="qa3_\\*_train.txt"):
+        babi_common.training_examples(task)
+    task = task.model_copy(update={"fallback_dir": str(fallback)})
+    examples = babi_common.training_examples(task)
+    assert {e.task for e in examples} == {1, 3}
+
+
+def test_pondernet_babi_tiny_run_reports_steps_and_the_headline_without_qa3(tmp_path):
+    data = write_release(tmp_path / "babi", tasks=(1, 3))
+    args = [
+        "run",
+        "pondernet-babi",
+        "--out",
+        str(tmp_path / "runs"),
+        "--no-progress",
+        "--workers",
+        "1",
+        *sets(
+            f"task.data_dir={data}",
+            "task.fallback_dir=null",
+            "task.tasks=[1,3]",
+            "task.memory_size=6",
+            "model.d=16",
+            "model.heads=2",
+            "model.ff=16",
+            "model.max_steps=3",
+            "train.steps=10",
+            "train.log_every=5",
+            "train.eval_every=5",
+            "train.checkpoint_every=5",
+            "eval.monitor_examples=50",
+        ),
+    ]
+    assert main(args) == 0
+    (run_dir,) = (tmp_path / "runs" / "pondernet-babi").iterdir()
+    metrics = json.loads((run_dir / "summary.json").read_text())["metrics"]
+    for arm in ("ut-pondernet", "ut-act"):
+        assert 1 <= metrics[f"{arm}/mean_steps"] <= 3
+        assert metrics[f"{arm}/mean_error"] == metrics[f"{arm}/task1_error"]  # headline: qa3 left out
+        assert "task3_error" in " ".join(metrics)
+
+
+def test_memo_pai_tiny_run_reports_accuracy_and_hops_per_query_type(tmp_path):
+    args = [
+        "run",
+        "memo-pai",
+        "--out",
+        str(tmp_path / "runs"),
+        "--no-progress",
+        "--workers",
+        "1",
+        *sets(
+            "task.sequences=4",
+            "task.item_dim=8",
+            "task.train_items=200",
+            "task.test_items=100",
+            "model.hidden=16",
+            "model.max_hops=3",
+            "model.ut_depth=2",
+            "train.steps=10",
+            "train.log_every=5",
+            "train.eval_every=5",
+            "train.checkpoint_every=5",
+            "eval.samples=200",
+            "eval.monitor_samples=50",
+        ),
+    ]
+    assert main(args) == 0
+    (run_dir,) = (tmp_path / "runs" / "memo-pai").iterdir()
+    metrics = json.loads((run_dir / "summary.json").read_text())["metrics"]
+    for arm in ("memo-pondernet", "memo-reinforce", "ut"):
+        for query in ("A-B", "B-C", "A-C"):
+            assert 0 <= metrics[f"{arm}/accuracy_{query}"] <= 1
+            assert 1 <= metrics[f"{arm}/hops_{query}"] <= 3
+    assert metrics["ut/hops_A-C"] == 2  # fixed depth
+    assert {p.name for p in (run_dir / "plots").iterdir()} >= {"accuracy_by_query.png", "hops_by_query.png"}
+
+
+def test_babi_config_rejects_unknown_tasks():
+    with pytest.raises(Exception, match="tasks must be distinct numbers from 1 to 20"):
+        resolve(get_experiment("memn2n-babi").Config, overrides=["task.tasks=[0,21]"])
