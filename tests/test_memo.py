@@ -112,3 +112,23 @@ def test_reinforce_learns_to_stop_early_when_hops_cost_and_do_not_help():
         optimizer.step()
     after = model(torch.zeros(512, 1)).steps.float().mean()
     assert before > 1.7 and after < 1.2  # lambda 0.5 at the start: about 2 hops
+
+
+def test_aligned_start_attends_to_the_cue_rows_before_any_training():
+    """With aligned item embeddings the first hop already finds the rows that hold the cue."""
+    torch.manual_seed(0)
+    task = PAITask(PAIConfig(length=3, sequences=16, item_dim=32, train_items=20_000, test_items=2_000))
+    batch = task.sample(200, torch.Generator().manual_seed(0))
+    x = pack(batch.memory, batch.query)
+    cue = batch.query[:, 0]
+    holds_cue = ((batch.memory[..., :32] - cue[:, None]).abs().sum(-1) < 1e-6) | (
+        (batch.memory[..., 32:] - cue[:, None]).abs().sum(-1) < 1e-6
+    )  # (B, rows)
+    mass = {}
+    for aligned in (True, False):
+        step = MEMOStep(64, 32, task.rows, hidden=64, heads=4, aligned_start=aligned)
+        x_enc = step.encode(x)
+        weights = step.attention(x_enc, step.initial_state(x_enc)).mean(1)  # (B, rows), heads averaged
+        mass[aligned] = (weights * holds_cue).sum(-1).mean().item()
+    # 1 or 2 of 32 rows hold the cue: uniform attention puts about 0.05 on them
+    assert mass[True] > 0.3 and mass[False] < 0.15, mass

@@ -311,3 +311,18 @@ def test_memn2n_layer_adjacent_output_is_c_k_transposed():
     with torch.no_grad():
         layer.hops.C(2).weight.zero_()
     assert (layer(torch.randn(1, 4, 8))[0] == 0).all()
+
+
+@pytest.mark.parametrize("position_encoding", [True, False])
+def test_sentence_embedding_equals_the_weighted_sum_of_word_vectors(position_encoding):
+    """The embedding-bag computation equals §4.1's sum over words of l_j ∘ A x_j, padding anywhere."""
+    from engramlab.memory.memn2n import embed_sentences
+
+    torch.manual_seed(0)
+    embedding = torch.nn.Embedding(12, 6, padding_idx=0)
+    words = torch.tensor([[[3, 5, 0, 7], [0, 0, 0, 0]], [[1, 2, 3, 4], [0, 9, 11, 0]]])
+    vectors = embedding(words)
+    if position_encoding:
+        vectors = vectors * position_weights(words, 6)
+    expected = vectors.sum(dim=-2)
+    assert torch.allclose(embed_sentences(embedding, words, position_encoding), expected, atol=1e-6)

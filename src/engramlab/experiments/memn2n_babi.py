@@ -130,7 +130,9 @@ class MemN2NBabi(Experiment):
     description = "End-to-end memory network on bAbI 1k, 20 tasks jointly (Sukhbaatar et al. 2015, Table 1)"
     Config = MemN2NBabiConfig
     presets = {
-        "quick": {},  # the published configuration takes ~N minutes on 2 CPU cores
+        # the published configuration is small enough for a CPU (about 15 minutes per run on one core);
+        # see docs/babi.md for how it fares
+        "quick": {},
         "paper": {},
     }
     deviations = {

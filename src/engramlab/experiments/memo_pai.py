@@ -19,8 +19,8 @@ B–C, … and the A–C inference query), with the hops taken per type.
 Deviations from the papers (both presets): items are random unit vectors, not ResNet embeddings
 of ImageNet images (no image data here; the pools are disjoint as the paper's are); the target
 is which of the two candidates is the match (chance 50 %) rather than the item's class;
-MEMO's halting policy reads the hop state (the paper's also reads attention weights and a
-Bhattacharyya distance) and its reward is the negative task loss, not correct/incorrect; the
+MEMO's halting unit reads the hop state, the cue and the candidate scores (the paper's read
+attention weights and a Bhattacharyya distance) and its reward is the negative task loss, not correct/incorrect; the
 ``ut`` arm has a fixed depth (the paper's UT used its own dynamic halting).
 ``quick``: 16 sequences of length 3 as in the paper, but smaller items and model (item_dim 32,
 hidden 64) and 4k updates of batch 64.
@@ -56,6 +56,7 @@ class ModelConfig(Config):
     beta: float = Field(0.01, ge=0, description="PonderNet KL weight (paper: 0.01)")
     hop_cost: float = Field(0.0, ge=0, description="REINFORCE: reward lost per hop")
     fixed_hops: int = Field(2, ge=1, description="hops of the memo-fixed arm")
+    aligned_start: bool = Field(True, description="MEMO's item embeddings start aligned (false: default init)")
     ut_depth: int = Field(4, ge=1, description="layer applications of the ut arm (and the most for ut-pondernet)")
     ut_ff: int = Field(128, ge=1, description="feed-forward width of the UT layer")
 
@@ -144,14 +145,14 @@ class MemoPAI(Experiment):
             "items are random unit vectors from disjoint train/test pools (paper: ResNet embeddings of ImageNet)",
             "target: which of the two candidates is the match (chance 50 %), not the item's class",
             "item_dim 32, hidden 64, 4k updates of batch 64: a 2-core CPU budget",
-            "REINFORCE reward = negative task loss; the halting policy reads the hop state only",
+            "REINFORCE reward = negative task loss; halting reads the hop state, cue and candidate scores",
             "ut arm: fixed depth 4 (the paper's UT used ACT halting)",
         ],
         "paper": [
             "items are random unit vectors from disjoint train/test pools (paper: ResNet embeddings of ImageNet)",
             "target: which of the two candidates is the match (chance 50 %), not the item's class",
             "number of updates (200k) and pool sizes are ours: not stated in the papers",
-            "REINFORCE reward = negative task loss; the halting policy reads the hop state only",
+            "REINFORCE reward = negative task loss; halting reads the hop state, cue and candidate scores",
         ],
     }
     paper = [
@@ -173,7 +174,9 @@ class MemoPAI(Experiment):
         m, t = cfg.model, cfg.task
         rows = t.sequences * (t.length - 1)
         if arm.startswith("memo"):
-            step = MEMOStep(2 * t.item_dim, t.item_dim, rows, hidden=m.hidden, heads=m.heads)
+            step = MEMOStep(
+                2 * t.item_dim, t.item_dim, rows, hidden=m.hidden, heads=m.heads, aligned_start=m.aligned_start
+            )
         else:
             step = PAITransformerStep(2 * t.item_dim, t.item_dim, rows, hidden=m.hidden, heads=m.heads, ff=m.ut_ff)
         if arm.endswith("pondernet"):

@@ -178,12 +178,43 @@ def position_weights(words: Tensor, d: int) -> Tensor:
     return ((1 - j_over_J) - k_over_d * (1 - 2 * j_over_J)) * present[..., None]
 
 
+def sentence_bags(words: Tensor, vocab_size: int, position_encoding: bool) -> Tensor:
+    """The word weights of every sentence as rows over the vocabulary: (..., S) ids -> (P, ..., V).
+
+    With position encoding ``l_kj = a_j + (k/d) b_j``, where ``a_j = 1 − j/J`` and
+    ``b_j = 2j/J − 1`` (:func:`position_weights` rewritten), so P = 2 rows of scalar weights (a, b)
+    describe a sentence for every embedding matrix and dimension; without it, P = 1 row of word
+    counts. Built once per story and shared by all the hops' matrices (:func:`embed_bags`).
+    Dense over the vocabulary: meant for small vocabularies such as bAbI's (~150 words).
+    """
+    present = words != 0
+    if position_encoding:
+        j_over_J = present.cumsum(dim=-1) / present.sum(dim=-1, keepdim=True).clamp(min=1)
+        weights = torch.stack([(1 - j_over_J) * present, (2 * j_over_J - 1) * present])
+    else:
+        weights = present.to(torch.float32)[None]
+    bags = weights.new_zeros(*weights.shape[:-1], vocab_size)
+    return bags.scatter_add_(-1, words.expand(weights.shape), weights)
+
+
+def embed_bags(bags: Tensor, weight: Tensor) -> Tensor:
+    """``m_i = Σ_j l_j ∘ A x_ij`` (§4.1) from :func:`sentence_bags` and ``A`` (V, d): (..., d).
+
+    One matrix product per embedding matrix instead of gathering and weighting (…, S, d) word
+    vectors; its gradient is a matrix product too. Side by side on bAbI shapes (batch 32, 50
+    sentences, 4 matrices, one CPU thread) the embedding forward and backward took about 2/3 of the
+    gather's time (``F.embedding_bag`` with per-word weights was slower: its backward sorts).
+    """
+    out = bags @ weight  # (P, ..., d)
+    if out.shape[0] == 1:
+        return out[0]
+    k_over_d = torch.arange(1, weight.shape[1] + 1, dtype=out.dtype, device=out.device) / weight.shape[1]
+    return out[0] + k_over_d * out[1]
+
+
 def embed_sentences(embedding: nn.Embedding, words: Tensor, position_encoding: bool) -> Tensor:
     """``m_i = Σ_j l_j ∘ A x_ij`` (§4.1), or the bag of words ``Σ_j A x_ij``; (..., S) -> (..., d)."""
-    vectors = embedding(words)
-    if position_encoding:
-        vectors = vectors * position_weights(words, vectors.shape[-1]).to(vectors.dtype)
-    return vectors.sum(dim=-2)
+    return embed_bags(sentence_bags(words, embedding.num_embeddings, position_encoding), embedding.weight)
 
 
 class MemN2N(nn.Module):
@@ -257,9 +288,10 @@ class MemN2N(nn.Module):
         filled = (story != 0).any(dim=-1)  # (B, M): empty slots are all padding
         ages = self.sentence_ages(filled)
         u = embed_sentences(self.hops.B(), query, self.position_encoding)[:, None]  # u¹ = B q, (B, 1, d)
+        bags = sentence_bags(story, self.vocab_size, self.position_encoding)  # once for every matrix
         u, probabilities = self.hops.read(
             u,
-            lambda embedding: embed_sentences(embedding, story, self.position_encoding),
+            lambda embedding: embed_bags(bags, embedding.weight),
             readable=filled[:, None],
             ages=ages[:, None],
             linear=self.linear,

@@ -41,7 +41,7 @@ def pack(memory: Tensor, query: Tensor) -> Tensor:
 
 
 class MEMOStep(Step):
-    """``MEMOStep(row_width, item_dim, rows, candidates=2, hidden=128, heads=4)``: one hop.
+    """``MEMOStep(row_width, item_dim, rows, candidates=2, hidden=128, heads=4, aligned_start=True)``: one hop.
 
     The input query is a cue followed by ``candidates`` items; the prediction scores each
     candidate by the dot product of its embedding with the hop's output (a pointer to the answer,
@@ -49,7 +49,14 @@ class MEMOStep(Step):
     """
 
     def __init__(
-        self, row_width: int, item_dim: int, rows: int, candidates: int = 2, hidden: int = 128, heads: int = 4
+        self,
+        row_width: int,
+        item_dim: int,
+        rows: int,
+        candidates: int = 2,
+        hidden: int = 128,
+        heads: int = 4,
+        aligned_start: bool = True,
     ):
         super().__init__()
         if hidden % heads:
@@ -68,7 +75,8 @@ class MEMOStep(Step):
         # a learned sharpness per head; a head sees hidden/heads of the item dimensions, so aligned
         # items score about 1/heads at the start: 4 x heads makes the first reads sharp
         self.log_scale = nn.Parameter(torch.full((heads,), math.log(4.0 * heads)))
-        self.start_aligned(row_width // item_dim)
+        if aligned_start:
+            self.start_aligned(row_width // item_dim)
 
     @torch.no_grad()
     def start_aligned(self, items_per_row: int) -> None:
@@ -78,8 +86,8 @@ class MEMOStep(Step):
         matches itself: ``(E c)·(E a) ≈ c·a``, so the first hop already attends to the rows
         holding the cue and the read-out already points at its partner. The query and output maps
         start as the identity and the recirculation MLP's last layer at zero, so this alignment
-        carries through the hops. With independent random starts the same model sat at chance
-        for thousands of updates on 16-sequence memories (our measurement; see docs/memo-pai.md).
+        carries through the hops. ``aligned_start=False`` keeps PyTorch's default initialisation
+        (the ablation in docs/memo-pai.md).
         """
         hidden, item_dim = self.hidden, self.item_dim
         shared = torch.randn(hidden, item_dim) / hidden**0.5
@@ -89,7 +97,7 @@ class MEMOStep(Step):
         for layer in (self.embed_cue, self.embed_candidate):
             layer.weight.copy_(shared)
             layer.bias.zero_()
-        for layer in (self.attend, self.output):
+        for layer in (self.attend, self.output):  # the hop's query and read-out maps start as the identity
             layer.weight.copy_(torch.eye(hidden))
             layer.bias.zero_()
         self.recirculate[-1].weight.zero_()

@@ -336,15 +336,7 @@ class Reinforce(nn.Module):
         }
         return loss, logs
 
-    @torch.no_grad()
-    def predict(
-        self,
-        x: Tensor,
-        halting: HaltingMode = "sample",
-        max_steps: int | None = None,
-        generator: torch.Generator | None = None,
-    ) -> tuple[Tensor, Tensor]:
-        return predict_with_halting(self.step, x, halting, max_steps or self.max_steps, generator)
+    predict = PonderNet.predict  # the same sampled halting at evaluation (MEMO's policy, PonderNet §2.5)
 
 
 # ---------------------------------------------------------------------------------------------
