@@ -19,3 +19,26 @@ def test_readme_memory_leaderboard_is_the_published_one():
     (table,) = re.findall(r"<!-- overview -->\n(.*?)<!-- overview -->", published, flags=re.S)
     for doc in ("README.md", "docs/memory.md"):
         assert table.strip() in (REPO / doc).read_text(), f"copy the overview of leaderboard.md into {doc}"
+
+
+def test_readme_pai_table_quotes_the_published_runs():
+    """Every number in the README's MEMO/PAI table is the mean ± std of the published seeds."""
+    import json
+    import statistics
+
+    runs = sorted((REPO / "docs" / "results" / "memo-pai").glob("quick-seed*"))
+    assert len(runs) == 3
+    metrics = [json.loads((run / "summary.json").read_text())["metrics"] for run in runs]
+
+    def quoted(key: str, digits: int) -> str:
+        values = [m[key] for m in metrics]
+        return f"{statistics.mean(values):.{digits}f} ± {statistics.stdev(values):.{digits}f}"
+
+    text = (REPO / "README.md").read_text()
+    (section,) = re.findall(r"### MEMO on paired associative inference.*?\n\n(\|.*?)\n\n", text, flags=re.S)
+    for arm, label in (("memo-pondernet", "MEMO + PonderNet"), ("memo-reinforce", "MEMO + REINFORCE"), ("ut", "UT")):
+        (row,) = [line for line in section.splitlines() if line.startswith(f"| {label}")]
+        for query in ("A-B", "B-C", "A-C"):
+            assert quoted(f"{arm}/accuracy_{query}", 4) in row, (arm, query)
+        if arm != "ut":
+            assert f"{quoted(f'{arm}/direct_hops', 2)} → {quoted(f'{arm}/indirect_hops', 2)}" in row, arm
