@@ -16,10 +16,13 @@ validation loss stopped decreasing, the softmax layers were re-inserted". The ch
 every epoch (``train.eval_every``), on the whole validation split; the switch is saved in the
 model's state, so a resumed run continues in the same mode.
 
+``quick`` is the same configuration trained with Adam instead of SGD (same learning rate and
+schedule): with SGD our runs learned far more slowly (docs/babi.md).
+
 Deviations, every preset: examples are drawn with replacement rather than in shuffled epochs (an
 "epoch" is len(train) / batch updates); the paper repeats each training 10 times and keeps the
-run with the lowest *training* error; we report every seed and their mean, and pick by
-*validation* error where a single number is wanted (see ``summarize``).
+run with the lowest *training* error; we report every seed and their mean (each run's summary
+also holds its validation error, for anyone who wants to pick among runs).
 """
 
 from __future__ import annotations
@@ -130,17 +133,21 @@ class MemN2NBabi(Experiment):
     description = "End-to-end memory network on bAbI 1k, 20 tasks jointly (Sukhbaatar et al. 2015, Table 1)"
     Config = MemN2NBabiConfig
     presets = {
-        # the published configuration is small enough for a CPU (about 15 minutes per run on one core);
-        # see docs/babi.md for how it fares
-        "quick": {},
+        # the published configuration with Adam instead of SGD: in our runs SGD at the paper's rates
+        # trained far more slowly (docs/babi.md); everything else as published
+        "quick": {"train": {"optimizer": "adam"}},
         "paper": {},
     }
     deviations = {
-        preset: [
+        "quick": [
+            "Adam (lr 0.005, the paper's linear-start rate, halved every 15 epochs) instead of SGD",
             "examples drawn with replacement instead of shuffled epochs (an epoch = 563 updates)",
             "one training run per seed; the paper keeps the best of 10 runs by training error",
-        ]
-        for preset in ("quick", "paper")
+        ],
+        "paper": [
+            "examples drawn with replacement instead of shuffled epochs (an epoch = 563 updates)",
+            "one training run per seed; the paper keeps the best of 10 runs by training error",
+        ],
     }
     paper = [
         PaperNumber("memn2n/mean_error", "mean test error % (20 tasks)", 12.4, "PE LS RN, best of 10 runs", "Table 1"),
