@@ -97,6 +97,10 @@ def test_report_puts_our_numbers_next_to_the_papers(tiny_run, capsys):
             "memory-passkey, memory-recall, pondernet-babi, pondernet-parity)",
         ),
         (["run", "pondernet-parity", "--preset", "huge"], "unknown preset 'huge'"),
+        (
+            ["run", "memn2n-babi", "--set", "task.data_dir=/nonexistent/babi"],
+            "task.data_dir = /nonexistent/babi is not a directory",
+        ),
         (["run", "pondernet-parity", "--resume", "/nonexistent/run"], "not an engramlab run directory"),
         (["eval", "/nonexistent/run"], "not an engramlab run directory"),
     ],

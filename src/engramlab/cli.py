@@ -193,6 +193,8 @@ def cmd_run(args) -> int:
             print(f"{key} = {value}\n    {text} [{allowed}]")
         return 0
 
+    if args.resume is None:
+        cfg = exp.prepare(cfg)  # e.g. read a data set's vocabulary: fails before a run directory exists
     device = pick_device(args.device)
     cpus = os.cpu_count() or 1
     workers = args.workers or (1 if device == "cuda" else cpus)

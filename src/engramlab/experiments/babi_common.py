@@ -104,6 +104,11 @@ def with_vocabulary(task: BabiDataConfig, answers_as_words: bool) -> BabiDataCon
     """``task`` with ``words``/``answers`` read from its training files (unless already set)."""
     if task.words:
         return task
+    if not Path(task.data_dir).is_dir():
+        raise ConfigError(
+            f"task.data_dir = {task.data_dir} is not a directory: point it at a bAbI release "
+            "(tasks_1-20_v1-2/en or en-10k), e.g. --set task.data_dir=/path/to/tasks_1-20_v1-2/en"
+        )
     vocab = BabiVocab(training_examples(task), answers_as_words=answers_as_words)
     return task.model_copy(update={"words": vocab.words[1:], "answers": vocab.answers[1:]})
 

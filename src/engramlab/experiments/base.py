@@ -47,8 +47,9 @@ class Experiment:
 
     # --- what to train -------------------------------------------------------------------
     def prepare(self, cfg: Config) -> Config:
-        """Complete the config once, before a new run writes it (e.g. the vocabulary of a data set,
-        so that the saved config alone rebuilds the models). Default: unchanged."""
+        """Complete the config before a new run writes it (e.g. the vocabulary of a data set, so that
+        the saved config alone rebuilds the models). Must be idempotent: the command line calls it
+        before making the run directory, the runner again. Default: unchanged."""
         return cfg
 
     def arms(self, cfg: Config) -> list[str]:
