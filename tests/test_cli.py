@@ -83,6 +83,24 @@ def test_report_puts_our_numbers_next_to_the_papers(tiny_run, capsys):
     assert "seeds 0" in text
 
 
+def test_report_keeps_runs_with_different_configs_apart(tiny_run, tmp_path, capsys):
+    """Same preset name, same seed-free overrides, different configs: two sections, never averaged."""
+    import re
+    import shutil
+
+    for name, lr in (("a", "0.003"), ("b", "0.003"), ("c", "0.1")):
+        copy = shutil.copytree(tiny_run, tmp_path / name)
+        config = (copy / "config.yaml").read_text()
+        (copy / "config.yaml").write_text(re.sub(r"\n  lr: .*\n", f"\n  lr: {lr}\n", config))
+    assert main(["report", str(tmp_path)]) == 0
+    headings = [line for line in capsys.readouterr().out.splitlines() if line.startswith("### ")]
+    assert len(headings) == 2 and sorted(h.split("(")[1] for h in headings) == [
+        "1 run, seeds 0)",
+        "2 runs, seeds 0, 0)",
+    ]
+    assert all(", config " in h for h in headings)
+
+
 @pytest.mark.parametrize(
     "args, message",
     [

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import hashlib
+import json
 import statistics
 from collections import defaultdict
 from pathlib import Path
@@ -9,7 +11,8 @@ from typing import Any
 
 from engramlab.errors import RunDirError
 from engramlab.experiments import get_experiment
-from engramlab.train.rundir import SUMMARY_NAME, read_json
+from engramlab.config import load_yaml
+from engramlab.train.rundir import CONFIG_NAME, SUMMARY_NAME, read_json
 
 
 def find_runs(paths: list[Path]) -> list[Path]:
@@ -31,29 +34,49 @@ def mean_std(values: list[float], digits: int = 4) -> str:
     return f"{statistics.mean(values):.{digits}f} ± {statistics.stdev(values):.{digits}f}"
 
 
+def config_fingerprint(run: Path) -> str:
+    """A short hash of the run's resolved config without its seed: runs differ only by seed iff equal.
+
+    Grouping by preset name alone would mix runs whose config differs (``--set`` overrides, or a
+    preset changed between runs)."""
+    path = run / CONFIG_NAME
+    if not path.exists():
+        return ""
+    data = load_yaml(path)
+    data.pop("seed", None)
+    return hashlib.sha1(json.dumps(data, sort_keys=True, default=str).encode()).hexdigest()[:8]
+
+
 def build_report(paths: list[Path]) -> str:
     runs = find_runs(paths)
     if not runs:
         raise RunDirError(f"no finished runs under {', '.join(str(p) for p in paths)}")
-    groups: dict[tuple[str, str], list[dict[str, Any]]] = defaultdict(list)
+    groups: dict[tuple[str, str, str], list[dict[str, Any]]] = defaultdict(list)
     for run in runs:
         summary = read_json(run / SUMMARY_NAME)
         summary["_dir"] = run
-        groups[(summary["experiment"], summary.get("preset") or "custom")].append(summary)
-    sections = [report_group(name, preset, summaries) for (name, preset), summaries in sorted(groups.items())]
+        groups[(summary["experiment"], summary.get("preset") or "custom", config_fingerprint(run))].append(summary)
+    presets = [(name, preset) for name, preset, _ in groups]
+    sections = [
+        report_group(name, preset, summaries, fingerprint if presets.count((name, preset)) > 1 else "")
+        for (name, preset, fingerprint), summaries in sorted(groups.items())
+    ]
     return "\n\n".join(sections) + "\n"
 
 
-def report_group(name: str, preset: str, summaries: list[dict[str, Any]]) -> str:
+def report_group(name: str, preset: str, summaries: list[dict[str, Any]], fingerprint: str = "") -> str:
+    """One section; ``fingerprint`` names the config when runs of one preset had different configs."""
     exp = get_experiment(name)
     seeds = sorted(s["seed"] for s in summaries)
+    changes = [o for o in summaries[0].get("overrides", []) if not o.startswith("seed=")]
+    variant = "".join(f" --set {o}" for o in changes) + (f", config {fingerprint}" if fingerprint else "")
     values: dict[str, list[float]] = defaultdict(list)
     for s in summaries:
         for key, value in s["metrics"].items():
             if isinstance(value, (int, float)):
                 values[key].append(float(value))
     lines = [
-        f"### {name} — preset `{preset}` ({len(summaries)} run{'s' * (len(summaries) > 1)}, "
+        f"### {name} — preset `{preset}`{variant} ({len(summaries)} run{'s' * (len(summaries) > 1)}, "
         f"seeds {', '.join(map(str, seeds))})",
         "",
         *(
