@@ -9,9 +9,9 @@ from collections import defaultdict
 from pathlib import Path
 from typing import Any
 
+from engramlab.config import load_yaml
 from engramlab.errors import RunDirError
 from engramlab.experiments import get_experiment
-from engramlab.config import load_yaml
 from engramlab.train.rundir import CONFIG_NAME, SUMMARY_NAME, read_json
 
 
