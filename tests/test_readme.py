@@ -42,3 +42,16 @@ def test_readme_pai_table_quotes_the_published_runs():
             assert quoted(f"{arm}/accuracy_{query}", 4) in row, (arm, query)
         if arm != "ut":
             assert f"{quoted(f'{arm}/direct_hops', 2)} → {quoted(f'{arm}/indirect_hops', 2)}" in row, arm
+
+
+def test_readme_memn2n_babi_row_quotes_the_published_runs():
+    import json
+    import statistics
+
+    runs = sorted((REPO / "docs" / "results" / "memn2n-babi").glob("quick-seed*"))
+    assert len(runs) == 3
+    metrics = [json.loads((run / "summary.json").read_text())["metrics"] for run in runs]
+    (row,) = [line for line in (REPO / "README.md").read_text().splitlines() if line.startswith("| MemN2N |")]
+    for key, digits in (("memn2n/mean_error", 2), ("memn2n/failed_tasks", 1)):
+        values = [m[key] for m in metrics]
+        assert f"{statistics.mean(values):.{digits}f} ± {statistics.stdev(values):.{digits}f}" in row, key
