@@ -17,7 +17,8 @@ dropout 0.1, N = 10, β = 0.01, Adam 3e-4, batch 64, stories up to 320 sentences
 ``quick``: width 64, 4 heads, N = 6 on the last 50 sentences (MemN2N's memory), 6k updates:
 the paper's width was far too slow on a CPU (docs/babi.md). Deviations (both presets): attention
 width = model width (the paper states an attention hidden size of 512); λ_p = 0.2 and ACT
-τ = 0.01 fixed (the paper searches λ_p in (0, 1]); the number of updates is ours (the paper reports steps to solve the tasks: 1,658 for PonderNet).
+τ = 0.01 fixed (the paper searches λ_p in (0, 1]); the number of updates is ours (the paper
+reports steps to solve the tasks: 1,658 for PonderNet).
 """
 
 from __future__ import annotations
