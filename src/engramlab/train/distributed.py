@@ -69,5 +69,8 @@ def device() -> torch.device:
 
 
 def shutdown() -> None:
+    """Leave together, then tear down: a rank that destroys its gloo group while the other still
+    talks to it can abort ("terminate called without an active exception", seen once in CI)."""
     if is_distributed():
+        dist.barrier()
         dist.destroy_process_group()
