@@ -133,10 +133,17 @@ def splits(task: BabiDataConfig) -> tuple[BabiTensors, BabiTensors]:
 
 
 def test_split(task: BabiDataConfig, data_dir: str | None = None) -> BabiTensors:
-    """The official test files of ``task.tasks`` in ``data_dir`` (default ``task.data_dir``)."""
+    """The official test files of ``task.tasks`` in ``data_dir`` (default ``task.data_dir``),
+    read and encoded once per process (every arm of a run is evaluated on them)."""
     directory = data_dir or task.data_dir
     for t in task.tasks:
         task_file(directory, t, "test")  # one clear error for a missing file
+    return _test_split(task.model_dump_json(), directory)
+
+
+@functools.lru_cache(maxsize=2)
+def _test_split(task_json: str, directory: str) -> BabiTensors:
+    task = BabiDataConfig.model_validate(json.loads(task_json))
     return vocabulary(task).encode(load_babi(directory, "test", task.tasks), task.max_words)
 
 

@@ -40,6 +40,13 @@ def pack(memory: Tensor, query: Tensor) -> Tensor:
     return torch.cat([memory.flatten(1), query.flatten(1)], dim=1)
 
 
+def unpack(x: Tensor, rows: int, row_width: int, item_dim: int) -> tuple[Tensor, Tensor]:
+    """The inverse of :func:`pack` for PAI: memory (B, rows, row_width) and the query items
+    (B, 1 + candidates, item_dim), the cue first."""
+    memory_size = rows * row_width
+    return x[:, :memory_size].unflatten(1, (rows, row_width)), x[:, memory_size:].unflatten(1, (-1, item_dim))
+
+
 class MEMOStep(Step):
     """``MEMOStep(row_width, item_dim, rows, candidates=2, hidden=128, heads=4, aligned_start=True)``: one hop.
 
@@ -61,7 +68,7 @@ class MEMOStep(Step):
         super().__init__()
         if hidden % heads:
             raise ValueError(f"hidden = {hidden} must be a multiple of heads = {heads}")
-        self.row_width, self.item_dim, self.rows, self.candidates = row_width, item_dim, rows, candidates
+        self.row_width, self.item_dim, self.rows = row_width, item_dim, rows
         self.hidden, self.heads = hidden, heads
         self.key = nn.Linear(row_width, hidden)  # separate key and value embeddings of every slot
         self.value = nn.Linear(row_width, hidden)
@@ -105,11 +112,9 @@ class MEMOStep(Step):
 
     def encode(self, x: Tensor) -> Tensor:
         """Keys, values, the cue and the candidates, embedded once per input: (B, 2 rows + 1 + C, hidden)."""
-        batch, memory_size = x.shape[0], self.rows * self.row_width
-        memory = x[:, :memory_size].view(batch, self.rows, self.row_width)
-        cue = x[:, memory_size : memory_size + self.item_dim]
-        candidates = x[:, memory_size + self.item_dim :].view(batch, self.candidates, self.item_dim)
-        parts = [self.key(memory), self.value(memory), self.embed_cue(cue)[:, None], self.embed_candidate(candidates)]
+        memory, items = unpack(x, self.rows, self.row_width, self.item_dim)
+        cue, candidates = items[:, :1], items[:, 1:]
+        parts = [self.key(memory), self.value(memory), self.embed_cue(cue), self.embed_candidate(candidates)]
         return torch.cat(parts, dim=1)
 
     def initial_state(self, x_enc: Tensor) -> Tensor:
@@ -160,7 +165,7 @@ class PAITransformerStep(Step):
         ff: int = 256,
     ):
         super().__init__()
-        self.item_dim, self.rows, self.row_width, self.candidates = item_dim, rows, row_width, candidates
+        self.item_dim, self.rows, self.row_width = item_dim, rows, row_width
         self.embed_row = nn.Linear(row_width, hidden)
         self.embed_item = nn.Linear(item_dim, hidden)
         self.role = nn.Parameter(torch.randn(2 + candidates, hidden) * 0.02)  # row, cue, candidate 1..C
@@ -170,9 +175,7 @@ class PAITransformerStep(Step):
         self.halt = nn.Linear(hidden, 1)
 
     def encode(self, x: Tensor) -> Tensor:
-        batch, memory_size = x.shape[0], self.rows * self.row_width
-        memory = x[:, :memory_size].view(batch, self.rows, self.row_width)
-        items = x[:, memory_size:].view(batch, 1 + self.candidates, self.item_dim)
+        memory, items = unpack(x, self.rows, self.row_width, self.item_dim)
         rows = self.embed_row(memory) + self.role[0]
         return torch.cat([rows, self.embed_item(items) + self.role[1:]], dim=1)
 

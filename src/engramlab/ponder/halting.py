@@ -96,17 +96,23 @@ def at_last_step(values: Tensor, steps: Tensor) -> Tensor:
     return values.gather(0, index).squeeze(0)
 
 
+def sampled_stop(generator: torch.Generator | None = None) -> StopRule:
+    """Stop each running sample with probability ``λₙ`` (a Bernoulli draw per sample and step)."""
+
+    def stop(halt_logit: Tensor, rows: Tensor) -> Tensor:
+        draw = torch.rand(halt_logit.shape, generator=generator, device=halt_logit.device)
+        return draw < torch.sigmoid(halt_logit)
+
+    return stop
+
+
 def predict_with_halting(
     step: Step, x: Tensor, halting: HaltingMode, max_steps: int, generator: torch.Generator | None
 ) -> tuple[Tensor, Tensor]:
     """Run each sample until it halts: by drawing ``Λₙ ~ Bernoulli(λₙ)`` (PonderNet §2.5, and
     MEMO's policy), or ``greedy`` at the first ``λₙ > 0.5``; returns the prediction there and the steps."""
     if halting == "sample":
-
-        def stop(halt_logit: Tensor, rows: Tensor) -> Tensor:
-            draw = torch.rand(halt_logit.shape, generator=generator, device=halt_logit.device)
-            return draw < torch.sigmoid(halt_logit)
-
+        stop = sampled_stop(generator)
     elif halting == "greedy":
 
         def stop(halt_logit: Tensor, rows: Tensor) -> Tensor:
@@ -309,10 +315,7 @@ class Reinforce(nn.Module):
         self.step, self.max_steps, self.hop_cost = step, max_steps, hop_cost
 
     def forward(self, x: Tensor, max_steps: int | None = None) -> PonderOutput:
-        def stop(halt_logit: Tensor, rows: Tensor) -> Tensor:
-            return torch.rand(halt_logit.shape, device=halt_logit.device) < torch.sigmoid(halt_logit)
-
-        y, halt_logit, steps = unroll(self.step, x, max_steps or self.max_steps, stop)
+        y, halt_logit, steps = unroll(self.step, x, max_steps or self.max_steps, sampled_stop())
         p = (step_numbers(halt_logit) == steps).to(y.dtype)  # all the mass on the sampled halting step
         return PonderOutput(y, halt_logit, steps, p)
 
