@@ -201,9 +201,9 @@ def embed_bags(bags: Tensor, weight: Tensor) -> Tensor:
     """``m_i = Σ_j l_j ∘ A x_ij`` (§4.1) from :func:`sentence_bags` and ``A`` (V, d): (..., d).
 
     One matrix product per embedding matrix instead of gathering and weighting (…, S, d) word
-    vectors; its gradient is a matrix product too. Side by side on bAbI shapes (batch 32, 50
-    sentences, 4 matrices, one CPU thread) the embedding forward and backward took about 2/3 of the
-    gather's time (``F.embedding_bag`` with per-word weights was slower: its backward sorts).
+    vectors; its gradient is a matrix product too. In a side-by-side timing on bAbI shapes (batch
+    32, 50 sentences, 4 matrices, one CPU thread; not a published benchmark) it was the faster of
+    the two, and ``F.embedding_bag`` with per-word weights was slower than both (its backward sorts).
     """
     out = bags @ weight  # (P, ..., d)
     if out.shape[0] == 1:
