@@ -201,3 +201,60 @@ def test_memo_pai_tiny_run_reports_accuracy_and_hops_per_query_type(tmp_path):
 def test_babi_config_rejects_unknown_tasks():
     with pytest.raises(Exception, match="tasks must be distinct numbers from 1 to 20"):
         resolve(get_experiment("memn2n-babi").Config, overrides=["task.tasks=[0,21]"])
+
+
+def test_memo_babi_learns_the_tiny_where_is_task_with_both_halting_rules(tmp_path):
+    data = write_release(tmp_path / "babi", tasks=(1, 2))
+    args = [
+        "run",
+        "memo-babi",
+        "--out",
+        str(tmp_path / "runs"),
+        "--no-progress",
+        "--workers",
+        "1",
+        *sets(
+            f"task.data_dir={data}",
+            "task.fallback_dir=null",
+            "task.tasks=[1,2]",
+            "task.memory_size=6",
+            "headline_tasks=[1,2]",
+            "model.hidden=32",
+            "model.max_hops=3",
+            "train.steps=300",
+            "train.lr=0.003",
+            "train.log_every=100",
+            "train.eval_every=100",
+            "train.checkpoint_every=100",
+            "eval.monitor_examples=100",
+        ),
+    ]
+    assert main(args) == 0
+    (run_dir,) = (tmp_path / "runs" / "memo-babi").iterdir()
+    metrics = json.loads((run_dir / "summary.json").read_text())["metrics"]
+    for arm in ("memo-pondernet", "memo-reinforce"):
+        assert 1 <= metrics[f"{arm}/mean_steps"] <= 3
+        # chance is 80 % error (five places)
+        assert metrics[f"{arm}/mean_error"] < 40, metrics
+
+
+def test_halting_models_skip_the_slots_no_story_of_the_batch_fills():
+    """Dropping the front padding shared by a batch changes no prediction (UT and MEMO mask empty
+    slots and count ages from the end), it only saves compute."""
+    import torch
+
+    from engramlab.models.babi_ut import BabiUTStep, pack_story
+    from engramlab.models.memo import BabiMEMOStep
+    from engramlab.ponder.halting import FixedDepth
+
+    torch.manual_seed(0)
+    story = torch.randint(1, 30, (3, 8, 5))
+    story[:, :5] = 0  # the three stories fill only the last three slots...
+    story[0, 3:5] = torch.randint(1, 30, (2, 5))  # ...except the first, which fills five
+    batch = babi_common.BabiBatch(story, torch.randint(1, 30, (3, 5)), torch.zeros(3, dtype=torch.long), story[:, 0, 0])
+    assert babi_common.packed_story(batch).shape == (3, 1 + 5, 5)
+    for step in (BabiUTStep(30, 7, 5, 8, d=16, heads=2, ff=16), BabiMEMOStep(30, 7, 5, 8, hidden=16, heads=2)):
+        model = babi_common.HaltingQA(FixedDepth(step.eval(), 2))
+        untrimmed, _ = model.halting.predict(pack_story(batch.story, batch.question))
+        trimmed, _ = model.halting.predict(babi_common.packed_story(batch))
+        torch.testing.assert_close(trimmed, untrimmed)

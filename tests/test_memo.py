@@ -6,7 +6,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from engramlab.models.memo import MEMOStep, PAITransformerStep, pack
+from engramlab.models.memo import BabiMEMOStep, MEMOStep, PAITransformerStep, pack
 from engramlab.ponder.halting import FixedDepth, PonderNet, PonderOutput, Reinforce
 from engramlab.ponder.steps import Step, StepOutput
 from engramlab.tasks.pai import PAIConfig, PAITask
@@ -132,3 +132,26 @@ def test_aligned_start_attends_to_the_cue_rows_before_any_training():
         mass[aligned] = (weights * holds_cue).sum(-1).mean().item()
     # 1 or 2 of 32 rows hold the cue: uniform attention puts about 0.05 on them
     assert mass[True] > 0.3 and mass[False] < 0.15, mass
+
+
+def test_babi_hop_reads_only_told_sentences_whatever_the_padding():
+    """MEMO on bAbI: attention is a distribution over the told sentences only, and front padding
+    (a shorter story in a longer memory) changes nothing, since a sentence's age counts from the end."""
+    torch.manual_seed(0)
+    step = BabiMEMOStep(vocab_size=30, answers=7, max_words=5, memory_size=10, hidden=16, heads=4).eval()
+    question = torch.randint(1, 30, (2, 1, 5))
+    story = torch.randint(1, 30, (2, 3, 5))
+    short = torch.cat([question, story], dim=1)
+    padded = torch.cat([question, torch.zeros(2, 4, 5, dtype=torch.long), story], dim=1)
+    x_padded = step.encode(padded)
+    assert x_padded.shape == (2, 1 + 7, 2 * 16 + 1)
+    weights = step.attention(x_padded, step.initial_state(x_padded))
+    assert weights.shape == (2, 4, 7) and (weights[..., :4] == 0).all()
+    torch.testing.assert_close(weights.sum(-1), torch.ones(2, 4))
+    for halting in (PonderNet(step, max_steps=3), Reinforce(step, max_steps=3), FixedDepth(step, 2)):
+        torch.manual_seed(1)
+        a = halting(short)
+        torch.manual_seed(1)
+        b = halting(padded)
+        torch.testing.assert_close(a.y, b.y)
+        assert a.y.shape[1:] == (2, 7) and a.halt_logit.shape[1:] == (2,)

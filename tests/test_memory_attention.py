@@ -9,7 +9,7 @@ import torch
 import torch.nn.functional as F
 
 from engramlab.memory.attention import Attention, causal_mask_with_persistent, soft_ram_read, soft_ram_weights
-from engramlab.memory.memn2n import MemN2N, MemN2NLayer, position_weights
+from engramlab.memory.memn2n import MemN2N, MemN2NLayer, embed_sentences, position_weights
 from engramlab.memory.xl import XLAttention, relative_shift, sinusoid_table
 
 # --------------------------------------------------------------------------- soft RAM read
@@ -187,6 +187,9 @@ def test_position_encoding_hand_values():
     # padding in the middle does not count as a word
     gapped = position_weights(torch.tensor([[5, 0, 7]]), d=2)[0]
     torch.testing.assert_close(gapped, torch.tensor([[0.5, 0.5], [0.0, 0.0], [0.5, 1.0]]))
+    # the authors' code: 1 + 4 (k - (d+1)/2)(j - (J+1)/2) / (d J) with d = 2, J = 3: 1 ∓ (j - 2)/3
+    centred = position_weights(torch.tensor([[5, 7, 9]]), d=2, span=3)[0]
+    torch.testing.assert_close(centred, torch.tensor([[4 / 3, 2 / 3], [1.0, 1.0], [2 / 3, 4 / 3]]))
 
 
 def random_story(batch=3, sentences=6, words=4, vocab=20, empty=(4, 5)):
@@ -212,6 +215,22 @@ def test_memn2n_hops_shapes_and_masked_empty_slots(hops):
     # a story with no sentence at all reads nothing rather than NaN
     model.linear = False
     assert torch.isfinite(model(torch.zeros(1, 3, 4, dtype=torch.long), query[:1])).all()
+
+
+def test_memn2n_blank_memories_match_readable_nil_slots():
+    """The authors' code keeps every unfilled slot in the softmax as a nil memory (key 0, value 0):
+    the one-column sink must give the same read as softmaxing over those slots explicitly."""
+    torch.manual_seed(0)
+    model = MemN2N(20, d=8, hops=1, memory_size=10, temporal_encoding=False, blank_memories=True)
+    story, query = random_story(empty=())  # 6 told sentences: 4 blank slots of the 10
+    _, (p,) = model.read(story, query)
+    keys = embed_sentences(model.hops.A(0), story, True)
+    u = embed_sentences(model.hops.B(), query, True)
+    scores = torch.cat([(keys @ u[:, :, None])[..., 0], torch.zeros(3, 4)], dim=-1)  # 4 nil slots score 0
+    torch.testing.assert_close(p, scores.softmax(-1)[:, :6])
+    assert (p.sum(-1) < 1).all()  # the blank slots took their share
+    model.blank_memories = False
+    torch.testing.assert_close(model.read(story, query)[1][0].sum(-1), torch.ones(3))
 
 
 def test_memn2n_adjacent_tying():
@@ -313,9 +332,10 @@ def test_memn2n_layer_adjacent_output_is_c_k_transposed():
     assert (layer(torch.randn(1, 4, 8))[0] == 0).all()
 
 
-@pytest.mark.parametrize("position_encoding", [True, False])
-def test_sentence_embedding_equals_the_weighted_sum_of_word_vectors(position_encoding):
-    """The embedding-bag computation equals §4.1's sum over words of l_j ∘ A x_j, padding anywhere."""
+@pytest.mark.parametrize("position_encoding,span", [(True, 0), (True, 5), (False, 0)])
+def test_sentence_embedding_equals_the_weighted_sum_of_word_vectors(position_encoding, span):
+    """The embedding-bag computation equals §4.1's sum over words of l_j ∘ A x_j, padding anywhere
+    (span > 0: the code's centred form)."""
     from engramlab.memory.memn2n import embed_sentences
 
     torch.manual_seed(0)
@@ -323,6 +343,6 @@ def test_sentence_embedding_equals_the_weighted_sum_of_word_vectors(position_enc
     words = torch.tensor([[[3, 5, 0, 7], [0, 0, 0, 0]], [[1, 2, 3, 4], [0, 9, 11, 0]]])
     vectors = embedding(words)
     if position_encoding:
-        vectors = vectors * position_weights(words, 6)
+        vectors = vectors * position_weights(words, 6, span)
     expected = vectors.sum(dim=-2)
-    assert torch.allclose(embed_sentences(embedding, words, position_encoding), expected, atol=1e-6)
+    assert torch.allclose(embed_sentences(embedding, words, position_encoding, span), expected, atol=1e-6)

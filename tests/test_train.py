@@ -147,6 +147,11 @@ def test_learning_rate_schedules():
     assert [learning_rate(halving, s) for s in (1, 10, 11, 20, 21, 35)] == pytest.approx(
         [0.01, 0.01, 0.005, 0.005, 0.0025, 0.00125]
     )
+    # the authors' MemN2N code: the clock starts after the linear-start phase (here 25 steps)
+    later = halving.model_copy(update={"decay_start": 25})
+    assert [learning_rate(later, s) for s in (1, 25, 35, 36, 45, 46)] == pytest.approx(
+        [0.01, 0.01, 0.01, 0.005, 0.005, 0.0025]
+    )
 
 
 def test_metrics_file_is_jsonl_with_train_and_eval_rows(tmp_path):

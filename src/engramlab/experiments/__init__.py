@@ -17,6 +17,7 @@ REGISTRY: dict[str, str] = {
     "memn2n-babi": "engramlab.experiments.memn2n_babi",
     "memo-pai": "engramlab.experiments.memo_pai",
     "pondernet-babi": "engramlab.experiments.pondernet_babi",
+    "memo-babi": "engramlab.experiments.memo_babi",
 }
 
 __all__ = ["Experiment", "PaperNumber", "REGISTRY", "get_experiment", "all_experiments"]

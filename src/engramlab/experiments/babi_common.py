@@ -28,11 +28,13 @@ from pathlib import Path
 from typing import Any, NamedTuple
 
 import torch
+import torch.nn.functional as F
 from pydantic import Field, field_validator
 from torch import nn
 
 from engramlab.config import Config
 from engramlab.errors import ConfigError
+from engramlab.models.babi_ut import pack_story
 from engramlab.tasks.babi import TASKS, BabiTensors, BabiVocab, load_babi, split_validation, task_file
 
 BABI_ROOT = "../shared/data/babi/tasks_1-20_v1-2"
@@ -160,6 +162,41 @@ def sampler(task: BabiDataConfig) -> Callable[[int, torch.Generator], BabiBatch]
         return batch_of(train, rows, task.memory_size)
 
     return sample
+
+
+# --------------------------------------------------------------------------- pondering models
+
+
+def packed_story(batch: BabiBatch) -> torch.Tensor:
+    """The question and the story as one (B, 1 + M', W) tensor, M' the longest story in the batch.
+
+    Stories are front-padded, so the slots that no story of the batch fills come first; the UT and
+    MEMO steps mask empty slots and count a sentence's age from the end, so dropping those slots
+    changes no output and saves their compute (a batch of 64 from bAbI 10k fills 35 of the 50
+    slots on average).
+    """
+    told = (batch.story != 0).any(dim=-1).any(dim=0)  # (M,): slots some story fills
+    first = int(told.long().argmax()) if bool(told.any()) else batch.story.shape[1] - 1
+    return pack_story(batch.story[:, first:], batch.question)
+
+
+class HaltingQA(nn.Module):
+    """A halting wrapper (PonderNet, ACT, REINFORCE, fixed depth) around a bAbI step (UT or MEMO):
+    ``forward(batch) -> (loss, logs)``; ``predict(batch) -> (answers, {"steps": ...})``."""
+
+    def __init__(self, halting: nn.Module):
+        super().__init__()
+        self.halting = halting
+
+    def forward(self, batch: BabiBatch):
+        out = self.halting(packed_story(batch))
+        return self.halting.loss(out, batch.answer, lambda y, t: F.cross_entropy(y, t, reduction="none"))
+
+    @torch.no_grad()
+    def predict(self, batch: BabiBatch):
+        logits, steps = self.halting.predict(packed_story(batch), halting="sample")
+        logits[:, 0] = torch.finfo(logits.dtype).min  # <unk> is never an answer
+        return logits.argmax(-1), {"steps": steps}
 
 
 # --------------------------------------------------------------------------- evaluation

@@ -57,22 +57,47 @@ class ModelConfig(Config):
     hops: int = Field(3, ge=1, description="memory hops K (paper: 3)")
     tying: Literal["adjacent", "layerwise"] = Field("adjacent", description="weight tying (§2.2)")
     position_encoding: bool = Field(True, description="PE (§4.1); else bag of words")
+    position_span: int = Field(
+        12,
+        ge=0,
+        description="PE in the centred form of the authors' code over a padded sentence length (their longest "
+        "sentence, 11 words, + 1 for the time word); 0: the formula of §4.1 over each sentence's own length",
+    )
     temporal_encoding: bool = Field(True, description="temporal encoding T_A, T_C (§4.1)")
     random_noise: float = Field(0.1, ge=0, lt=1, description="RN: share of empty memories added in training (§4.1)")
     linear_start: bool = Field(True, description="LS: start without the memory softmaxes (§4.2)")
+    linear_start_epochs: int = Field(
+        30,
+        ge=0,
+        description="epochs of linear start, as in the authors' joint configuration (30); 0: until the "
+        "validation loss stops decreasing, as §4.2 describes it",
+    )
+    blank_memories: bool = Field(
+        True,
+        description="unfilled slots of the 50-slot memory stay in the softmax with score 0 and read nothing, "
+        "as in the authors' code; false: only told sentences are weighed",
+    )
 
 
 class MemN2NBabiConfig(Config):
     seed: int = Field(0, description="seed of initialisation and training data")
     task: babi.BabiDataConfig = babi.BabiDataConfig()
     model: ModelConfig = ModelConfig()
+    summed_loss: bool = Field(
+        True,
+        description="sum the cross-entropy over the batch, as the authors' code does (size_average = "
+        "false), so the learning rate and the clipping norm apply to the summed gradient; false: mean",
+    )
+    # the authors' joint schedule: 30 linear-start epochs at 0.005, then 60 epochs starting again
+    # at 0.005 and halved at the start of their 15th, 30th, 45th and 60th epoch
     train: TrainConfig = TrainConfig(
-        steps=60 * EPOCH,
+        steps=90 * EPOCH,
         batch_size=32,
         optimizer="sgd",
         lr=0.005,
         decay="step",
         decay_every=15 * EPOCH,
+        decay_start=29 * EPOCH,
         decay_factor=0.5,
         grad_clip=40.0,
         log_every=EPOCH,
@@ -100,11 +125,16 @@ class MemN2NQA(nn.Module):
             position_encoding=m.position_encoding,
             temporal_encoding=m.temporal_encoding,
             random_noise=m.random_noise,
+            blank_memories=m.blank_memories,
+            position_span=m.position_span,
         )
         # answer id -> word id (answer 0, never seen in training, maps to padding: never predicted)
         self.register_buffer("answer_words", torch.tensor([vocab.word_id.get(a, 0) for a in vocab.answers]))
         self.register_buffer("linear", torch.tensor(m.linear_start))
         self.register_buffer("best_valid_loss", torch.tensor(float("inf")))
+        self.register_buffer("updates", torch.tensor(0))  # training forward passes: one per update
+        self.linear_start_updates = m.linear_start_epochs * EPOCH
+        self.loss_reduction = "sum" if cfg.summed_loss else "mean"
 
     def logits(self, batch: babi.BabiBatch) -> torch.Tensor:
         self.net.linear = bool(self.linear)
@@ -114,10 +144,15 @@ class MemN2NQA(nn.Module):
         return logits
 
     def forward(self, batch: babi.BabiBatch):
+        if self.training:
+            if self.linear_start_updates and int(self.updates) >= self.linear_start_updates:
+                self.linear.fill_(False)
+            self.updates += 1
         logits = self.logits(batch)
-        loss = F.cross_entropy(logits, batch.answer)
+        loss = F.cross_entropy(logits, batch.answer, reduction=self.loss_reduction)
         accuracy = (logits.argmax(-1) == batch.answer).float().mean()
-        return loss, {"loss": loss.item(), "accuracy": accuracy.item(), "linear": float(self.linear)}
+        mean_loss = loss.item() / (len(batch.answer) if self.loss_reduction == "sum" else 1)
+        return loss, {"loss": mean_loss, "accuracy": accuracy.item(), "linear": float(self.linear)}
 
     @torch.no_grad()
     def predict(self, batch: babi.BabiBatch):
@@ -125,8 +160,9 @@ class MemN2NQA(nn.Module):
 
     @torch.no_grad()
     def end_linear_start(self, valid_loss: float) -> None:
-        """Put the softmaxes back once the validation loss stops decreasing (§4.2)."""
-        if bool(self.linear) and valid_loss >= float(self.best_valid_loss):
+        """Put the softmaxes back once the validation loss stops decreasing (§4.2), unless linear
+        start lasts a fixed number of epochs (see :meth:`forward`)."""
+        if not self.linear_start_updates and bool(self.linear) and valid_loss >= float(self.best_valid_loss):
             self.linear.fill_(False)
         self.best_valid_loss.fill_(min(valid_loss, float(self.best_valid_loss)))
 

@@ -28,14 +28,12 @@ from pathlib import Path
 from typing import Any, Literal
 
 import torch
-import torch.nn.functional as F
 from pydantic import Field
-from torch import nn
 
 from engramlab.config import Config
 from engramlab.experiments import babi_common as babi
 from engramlab.experiments.base import Experiment, PaperNumber
-from engramlab.models.babi_ut import BabiUTStep, pack_story
+from engramlab.models.babi_ut import BabiUTStep
 from engramlab.ponder.halting import ACT, FixedDepth, PonderNet
 from engramlab.train.loop import TrainConfig
 
@@ -65,24 +63,6 @@ class PonderBabiConfig(Config):
     methods: list[Arm] = Field(["ut-pondernet", "ut-act"], min_length=1, description="arms to train")
     train: TrainConfig = TrainConfig(steps=100_000, batch_size=64, lr=3e-4, eval_every=2000, checkpoint_every=1000)
     eval: babi.BabiEvalConfig = babi.BabiEvalConfig()
-
-
-class HaltingQA(nn.Module):
-    """A halting wrapper around a bAbI step: ``forward(batch) -> (loss, logs)``; ``predict``."""
-
-    def __init__(self, halting: nn.Module):
-        super().__init__()
-        self.halting = halting
-
-    def forward(self, batch: babi.BabiBatch):
-        out = self.halting(pack_story(batch.story, batch.question))
-        return self.halting.loss(out, batch.answer, lambda y, t: F.cross_entropy(y, t, reduction="none"))
-
-    @torch.no_grad()
-    def predict(self, batch: babi.BabiBatch):
-        logits, steps = self.halting.predict(pack_story(batch.story, batch.question), halting="sample")
-        logits[:, 0] = torch.finfo(logits.dtype).min  # <unk> is never an answer
-        return logits.argmax(-1), {"steps": steps}
 
 
 class PonderNetBabi(Experiment):
@@ -124,7 +104,7 @@ class PonderNetBabi(Experiment):
     def arms(self, cfg: PonderBabiConfig) -> list[str]:
         return list(dict.fromkeys(cfg.methods))
 
-    def build(self, cfg: PonderBabiConfig, arm: str) -> HaltingQA:
+    def build(self, cfg: PonderBabiConfig, arm: str) -> babi.HaltingQA:
         torch.manual_seed(cfg.seed)
         m, task = cfg.model, cfg.task
         vocab = babi.vocabulary(task)
@@ -132,10 +112,10 @@ class PonderNetBabi(Experiment):
             len(vocab.words), len(vocab.answers), task.max_words, task.memory_size, m.d, m.heads, m.ff, m.dropout
         )
         if arm == "ut-pondernet":
-            return HaltingQA(PonderNet(step, m.max_steps, m.lambda_p, m.beta))
+            return babi.HaltingQA(PonderNet(step, m.max_steps, m.lambda_p, m.beta))
         if arm == "ut-act":
-            return HaltingQA(ACT(step, m.max_steps, m.tau))
-        return HaltingQA(FixedDepth(step, m.fixed_steps))
+            return babi.HaltingQA(ACT(step, m.max_steps, m.tau))
+        return babi.HaltingQA(FixedDepth(step, m.fixed_steps))
 
     def sampler(self, cfg: PonderBabiConfig, arm: str) -> Callable:
         return babi.sampler(cfg.task)
@@ -143,7 +123,7 @@ class PonderNetBabi(Experiment):
     def monitor(self, cfg: PonderBabiConfig, arm: str) -> Callable:
         return babi.monitor(cfg)
 
-    def evaluate(self, cfg: PonderBabiConfig, arm: str, model: HaltingQA) -> dict[str, Any]:
+    def evaluate(self, cfg: PonderBabiConfig, arm: str, model: babi.HaltingQA) -> dict[str, Any]:
         return babi.evaluate(cfg, model)
 
     def summarize(self, cfg: PonderBabiConfig, results: dict[str, dict[str, Any]]) -> dict[str, float]:

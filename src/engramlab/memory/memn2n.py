@@ -51,6 +51,7 @@ def memory_read(
     time_keys: Tensor | None = None,
     time_values: Tensor | None = None,
     linear: bool = False,
+    blank: Tensor | None = None,
 ) -> tuple[Tensor, Tensor]:
     """One hop's read: eq. (1) ``p_i = softmax(uᵀ m_i)`` and eq. (2) ``o = Σ_i p_i c_i`` (§2.1).
 
@@ -65,17 +66,25 @@ def memory_read(
     (query, memory) pair. Likewise ``Σ_i p_i T_C(age_i)`` sums the weights per age first.
 
     ``linear=True`` is the linear start of §4.2: the softmax is removed, ``p_i = uᵀ m_i``.
+
+    ``blank`` (B, Q, 1): a number of blank memories per query that stay in the softmax, as in the
+    authors' code, whose memory always holds ``memory_size`` slots and an empty one is all nil
+    words: key and value 0, score ``uᵀ0 = 0``. Each takes a share ``e⁰`` of the weight and reads
+    nothing, so together they enter as one column of score ``log(blank)`` and value 0.
     Returns ``o`` (B, Q, d) and ``p`` (B, Q, N), zero where not readable.
     """
     scores = u @ keys.transpose(-2, -1)
     if time_keys is not None:
         scores = scores + (u @ time_keys.T).gather(-1, ages)
     if linear:
-        p = scores.masked_fill(~readable, 0.0)
+        p = scores.masked_fill(~readable, 0.0)  # blank memories add 0 · 0
     else:
         # the dtype's minimum rather than −inf: a query with nothing readable (a story with no
         # sentences) then reads o = 0 instead of NaN
-        p = scores.masked_fill(~readable, torch.finfo(scores.dtype).min).softmax(dim=-1) * readable
+        scores = scores.masked_fill(~readable, torch.finfo(scores.dtype).min)
+        if blank is not None:
+            scores = torch.cat([scores, blank.expand(*scores.shape[:-1], 1).log()], dim=-1)
+        p = scores.softmax(dim=-1)[..., : readable.shape[-1]] * readable
     o = p @ values
     if time_values is not None:
         weight_per_age = p.new_zeros(*p.shape[:-1], time_values.shape[0]).scatter_add(-1, ages, p)
@@ -135,6 +144,7 @@ class Hops(nn.Module):
         readable: Tensor,
         ages: Tensor | None = None,
         linear: bool = False,
+        blank: Tensor | None = None,
     ) -> tuple[Tensor, list[Tensor]]:
         """K hops from the query state ``u¹`` (B, Q, d): returns ``u^{K+1}`` and each hop's ``p``.
 
@@ -151,7 +161,7 @@ class Hops(nn.Module):
         probabilities = []
         for k in range(self.count):
             keys, values = memories(self.key_ids[k]), memories(self.value_ids[k])
-            o, p = memory_read(u, keys, values, readable, ages, self.T_A(k), self.T_C(k), linear)
+            o, p = memory_read(u, keys, values, readable, ages, self.T_A(k), self.T_C(k), linear, blank)
             u = (u if self.H is None else self.H(u)) + o  # u^{k+1} = u^k + o^k  (or H u^k + o^k)
             probabilities.append(p)
         return u, probabilities
@@ -160,35 +170,47 @@ class Hops(nn.Module):
 # --------------------------------------------------------------------------- question answering
 
 
-def position_weights(words: Tensor, d: int) -> Tensor:
+def position_weights(words: Tensor, d: int, span: int = 0) -> Tensor:
     """Position encoding of §4.1: ``l_kj = (1 − j/J) − (k/d)(1 − 2j/J)``, (..., S) ids -> (..., S, d).
 
     ``j = 1..J`` is the word's place among the ``J`` words of its sentence and ``k = 1..d`` the
     embedding dimension. Rewritten, ``l_kj = (1 − j/J)(1 − k/d) + (j/J)(k/d)``: early words
     weigh the first dimensions, late words the last ones, so a sum of words keeps their order.
     ``J`` is each sentence's own word count as in the paper, so padding (id 0, weight 0) at any
-    place does not change the encoding. (Popular ports use a centred variant over the padded
-    length, ``1 + 4 (k − (d+1)/2)(j − (S+1)/2) / (d S)``; that is not the paper's formula.)
+    place does not change the encoding.
+
+    ``span > 0``: the form of the authors' code (MemN2N-babi-matlab, ``build_model.m``), centred
+    and over a fixed padded length ``J = span`` for every sentence,
+    ``l_kj = 1 + 4 (k − (d+1)/2)(j − (J+1)/2) / (d J)``: every weight stays near 1, so a word
+    weighs about the same wherever it stands, and order is a small modulation.
     """
     present = words != 0
     j = present.cumsum(dim=-1).to(torch.float32)
+    k = torch.arange(1, d + 1, dtype=torch.float32, device=words.device)
+    if span:
+        centred = 4 * (j - (span + 1) / 2) / span
+        return (1 + centred[..., None] * (k - (d + 1) / 2) / d) * present[..., None]
     J = present.sum(dim=-1, keepdim=True).clamp(min=1)
-    k_over_d = torch.arange(1, d + 1, dtype=torch.float32, device=words.device) / d
     j_over_J = (j / J)[..., None]
-    return ((1 - j_over_J) - k_over_d * (1 - 2 * j_over_J)) * present[..., None]
+    return ((1 - j_over_J) - k / d * (1 - 2 * j_over_J)) * present[..., None]
 
 
-def sentence_bags(words: Tensor, vocab_size: int, position_encoding: bool) -> Tensor:
+def sentence_bags(words: Tensor, vocab_size: int, position_encoding: bool, span: int = 0, d: int = 0) -> Tensor:
     """The word weights of every sentence as rows over the vocabulary: (..., S) ids -> (P, ..., V).
 
     With position encoding ``l_kj = a_j + (k/d) b_j``, where ``a_j = 1 − j/J`` and
     ``b_j = 2j/J − 1`` (:func:`position_weights` rewritten), so P = 2 rows of scalar weights (a, b)
     describe a sentence for every embedding matrix and dimension; without it, P = 1 row of word
-    counts. Built once per story and shared by all the hops' matrices (:func:`embed_bags`).
+    counts. The code's centred form (``span > 0``, which needs the width ``d``) is linear in k too:
+    ``a_j = 1 − c_j (d+1)/(2d)``, ``b_j = c_j`` with ``c_j = 4 (j − (J+1)/2) / J``.
+    Built once per story and shared by all the hops' matrices (:func:`embed_bags`).
     Dense over the vocabulary: meant for small vocabularies such as bAbI's (~150 words).
     """
     present = words != 0
-    if position_encoding:
+    if position_encoding and span:
+        centred = 4 * (present.cumsum(dim=-1) - (span + 1) / 2) / span
+        weights = torch.stack([(1 - centred * (d + 1) / (2 * d)) * present, centred * present])
+    elif position_encoding:
         j_over_J = present.cumsum(dim=-1) / present.sum(dim=-1, keepdim=True).clamp(min=1)
         weights = torch.stack([(1 - j_over_J) * present, (2 * j_over_J - 1) * present])
     else:
@@ -212,9 +234,10 @@ def embed_bags(bags: Tensor, weight: Tensor) -> Tensor:
     return out[0] + k_over_d * out[1]
 
 
-def embed_sentences(embedding: nn.Embedding, words: Tensor, position_encoding: bool) -> Tensor:
+def embed_sentences(embedding: nn.Embedding, words: Tensor, position_encoding: bool, span: int = 0) -> Tensor:
     """``m_i = Σ_j l_j ∘ A x_ij`` (§4.1), or the bag of words ``Σ_j A x_ij``; (..., S) -> (..., d)."""
-    return embed_bags(sentence_bags(words, embedding.num_embeddings, position_encoding), embedding.weight)
+    num, d = embedding.weight.shape
+    return embed_bags(sentence_bags(words, num, position_encoding, span, d), embedding.weight)
 
 
 class MemN2N(nn.Module):
@@ -225,12 +248,16 @@ class MemN2N(nn.Module):
     empty slots (all padding) anywhere; they are never read. ``M ≤ memory_size``: keeping the
     last ``memory_size`` sentences (the paper's 50) is the data pipeline's job.
 
-    - ``position_encoding``: PE of §4.1 (else bag of words); applied to the question too.
+    - ``position_encoding``: PE of §4.1 (else bag of words); applied to the question too;
+      ``position_span > 0``: its centred form from the authors' code (:func:`position_weights`).
     - ``temporal_encoding``: ``T_A``, ``T_C`` of §4.1, row 0 for the most recent sentence
       (the paper indexes sentences "in reverse order").
     - ``random_noise``: RN of §4.1, see :meth:`sentence_ages`.
     - ``linear``: linear start (§4.2); set ``model.linear = False`` to put the softmaxes back
       when the validation loss stops falling.
+    - ``blank_memories``: the ``memory_size − M`` slots a story does not fill stay in the softmax
+      with score 0 and read nothing, as in the authors' code (see :func:`memory_read`); off, only
+      told sentences are weighed.
 
     Weights start from N(0, 0.1) as in §4.2; the padding row of every word matrix stays zero.
     """
@@ -246,10 +273,13 @@ class MemN2N(nn.Module):
         temporal_encoding: bool = True,
         random_noise: float = 0.0,
         linear: bool = False,
+        blank_memories: bool = False,
+        position_span: int = 0,
     ):
         super().__init__()
         self.vocab_size, self.d, self.memory_size = vocab_size, d, memory_size
         self.position_encoding, self.random_noise, self.linear = position_encoding, random_noise, linear
+        self.blank_memories, self.position_span = blank_memories, position_span
         self.hops = Hops(
             lambda: nn.Embedding(vocab_size, d, padding_idx=0),
             hops,
@@ -287,14 +317,16 @@ class MemN2N(nn.Module):
             raise ValueError(f"story of {story.shape[1]} sentences > memory_size = {self.memory_size}")
         filled = (story != 0).any(dim=-1)  # (B, M): empty slots are all padding
         ages = self.sentence_ages(filled)
-        u = embed_sentences(self.hops.B(), query, self.position_encoding)[:, None]  # u¹ = B q, (B, 1, d)
-        bags = sentence_bags(story, self.vocab_size, self.position_encoding)  # once for every matrix
+        u = embed_sentences(self.hops.B(), query, self.position_encoding, self.position_span)[:, None]  # u¹ = B q
+        bags = sentence_bags(story, self.vocab_size, self.position_encoding, self.position_span, self.d)
+        blank = (self.memory_size - filled.sum(-1)).float()[:, None, None] if self.blank_memories else None
         u, probabilities = self.hops.read(
             u,
             lambda embedding: embed_bags(bags, embedding.weight),
             readable=filled[:, None],
             ages=ages[:, None],
             linear=self.linear,
+            blank=blank,
         )
         u = u[:, 0]  # u^{K+1} = u^K + o^K
         # â = softmax(W u^{K+1}) (§2.2); the softmax is left to the loss

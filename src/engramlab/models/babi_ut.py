@@ -7,6 +7,8 @@ question's token. In PonderNet (Banino et al. 2021, §3.2, App. C) the number of
 applications is pondered; this module is the step ``s(x, h) -> (h', ŷ, λ)`` that the halting
 wrappers of :mod:`engramlab.ponder.halting` (PonderNet, ACT, a fixed depth) repeat.
 
+:class:`FactEmbedding` is shared with MEMO on bAbI (:class:`engramlab.models.memo.BabiMEMOStep`).
+
 Input: one long tensor (B, 1 + M, W) of word ids, the question first, then the story's last M
 sentences, oldest first, front-padded (``engramlab.experiments.babi_common``). Empty sentences
 are masked out of the attention. Since the halting wrappers drop halted samples from one
@@ -33,6 +35,32 @@ def pack_story(story: Tensor, question: Tensor) -> Tensor:
     return torch.cat([question[:, None], story], dim=1)
 
 
+class FactEmbedding(nn.Module):
+    """Every sentence of a packed story, and the question, as one vector (UT App. C).
+
+    A fact is the sum of its word embeddings weighted by a learned multiplicative positional mask,
+    started at MemN2N's position encoding (Sukhbaatar et al. 2015, §4.1), plus a learned embedding
+    of its age (0 = the question, 1 + a = a sentence told a sentences before the last one), as
+    MemN2N's temporal encoding. ``(B, 1 + M, W) ids -> facts (B, 1 + M, d), empty (B, 1 + M)``;
+    the question is never empty.
+    """
+
+    def __init__(self, vocab_size: int, max_words: int, memory_size: int, d: int):
+        super().__init__()
+        self.words = nn.Embedding(vocab_size, d, padding_idx=0)
+        self.word_position = nn.Parameter(position_weights(torch.ones(1, max_words, dtype=torch.long), d)[0])
+        self.age = nn.Embedding(memory_size + 1, d)
+
+    def forward(self, x: Tensor) -> tuple[Tensor, Tensor]:
+        present = x != 0
+        facts = (self.words(x) * self.word_position * present[..., None]).sum(dim=2)
+        tokens = x.shape[1]
+        ages = torch.cat([torch.zeros(1, dtype=torch.long), torch.arange(tokens - 1, 0, -1)]).to(x.device)
+        empty = ~present.any(dim=-1)
+        empty[:, 0] = False  # the question is always read
+        return facts + self.age(ages), empty
+
+
 class BabiUTStep(Step):
     """``BabiUTStep(vocab_size, answers, max_words, memory_size, d=128, heads=8, ff=128, dropout=0.1)``."""
 
@@ -51,11 +79,7 @@ class BabiUTStep(Step):
     ):
         super().__init__()
         self.d = d
-        self.words = nn.Embedding(vocab_size, d, padding_idx=0)
-        # learned multiplicative positional mask over the words of a fact (UT App. C), started at
-        # MemN2N's position encoding (Sukhbaatar et al. 2015, §4.1)
-        self.word_position = nn.Parameter(position_weights(torch.ones(1, max_words, dtype=torch.long), d)[0])
-        self.age = nn.Embedding(memory_size + 1, d)  # 0: the question; 1 + a: a sentence of age a
+        self.facts = FactEmbedding(vocab_size, max_words, memory_size, d)
         self.block = nn.TransformerEncoderLayer(d, heads, ff, dropout=dropout, batch_first=True, norm_first=True)
         self.norm = nn.LayerNorm(d)
         self.answer = nn.Linear(d, answers)
@@ -63,13 +87,8 @@ class BabiUTStep(Step):
 
     def encode(self, x: Tensor) -> Tensor:
         """(B, 1 + M, W) ids -> (B, 1 + M, d + 1): embedded facts and the padding mask as a last channel."""
-        present = x != 0
-        facts = (self.words(x) * self.word_position * present[..., None]).sum(dim=2)  # (B, 1 + M, d)
-        tokens = x.shape[1]
-        ages = torch.cat([torch.zeros(1, dtype=torch.long), torch.arange(tokens - 1, 0, -1)]).to(x.device)
-        empty = ~present.any(dim=-1)
-        empty[:, 0] = False  # the question is always read
-        return torch.cat([facts + self.age(ages), empty[..., None].to(facts.dtype)], dim=-1)
+        facts, empty = self.facts(x)
+        return torch.cat([facts, empty[..., None].to(facts.dtype)], dim=-1)
 
     def initial_state(self, x_enc: Tensor) -> Tensor:
         return torch.zeros_like(x_enc[..., :-1])

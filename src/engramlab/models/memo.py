@@ -19,6 +19,8 @@ the cue and the hop's sorted candidate scores. Deviations: MEMO's halting networ
 hop's attention weights and a Bhattacharyya distance between successive ones; the item
 embeddings start aligned (:meth:`MEMOStep.start_aligned`), an initialisation of ours.
 
+:class:`BabiMEMOStep` is the same hop on bAbI: story sentences as slots, answers as classes.
+
 Inputs are packed into one tensor (the wrappers drop halted rows of one batch-first tensor):
 :func:`pack` puts the memory rows and the query side by side, :meth:`MEMOStep.encode` splits
 them again and embeds them once per query.
@@ -32,6 +34,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from engramlab.models.babi_ut import FactEmbedding
 from engramlab.ponder.steps import Step, StepOutput
 
 
@@ -187,3 +190,63 @@ class PAITransformerStep(Step):
         out = self.norm(h)
         logits = self.readout(out[:, self.rows + 1 :]).squeeze(-1)  # (B, C)
         return StepOutput(h, logits, self.halt(out[:, self.rows]).squeeze(-1))
+
+
+class BabiMEMOStep(Step):
+    """``BabiMEMOStep(vocab_size, answers, max_words, memory_size, hidden=128, heads=4)``: one MEMO hop on bAbI.
+
+    Every story sentence is its own memory slot (MEMO keeps facts separate), embedded as a fact
+    (:class:`~engramlab.models.babi_ut.FactEmbedding`: weighted word embeddings plus the
+    sentence's age) and then by **separate key and value maps**. The question's embedding is the
+    first query; each hop attends to the keys with several heads, reads the values and
+    **recirculates** (the read-out, combined with the query, is the next query), as the PAI step
+    :class:`MEMOStep` does. The answer is a class over the answer words, predicted from the hop's
+    query state; the halting logit reads the same state.
+
+    Input: the packed story of :func:`~engramlab.models.babi_ut.pack_story` (B, 1 + M, W). The
+    encoded input is one tensor (B, 1 + M, 2 hidden + 1) so that the halting wrappers can drop
+    halted rows: row 0 holds the question, rows 1… the key, the value and an empty-slot flag.
+    """
+
+    sequence_input = True
+
+    def __init__(
+        self, vocab_size: int, answers: int, max_words: int, memory_size: int, hidden: int = 128, heads: int = 4
+    ):
+        super().__init__()
+        if hidden % heads:
+            raise ValueError(f"hidden = {hidden} must be a multiple of heads = {heads}")
+        self.hidden, self.heads = hidden, heads
+        self.facts = FactEmbedding(vocab_size, max_words, memory_size, hidden)
+        self.key = nn.Linear(hidden, hidden)  # separate key and value embeddings of every slot
+        self.value = nn.Linear(hidden, hidden)
+        self.attend = nn.Linear(hidden, hidden)  # the hop's query, from the recirculated state
+        self.recirculate = nn.Sequential(nn.Linear(2 * hidden, hidden), nn.ReLU(), nn.Linear(hidden, hidden))
+        self.norm = nn.LayerNorm(hidden)
+        self.answer = nn.Linear(hidden, answers)
+        self.halt = nn.Linear(hidden, 1)
+
+    def encode(self, x: Tensor) -> Tensor:
+        facts, empty = self.facts(x)
+        question, sentences = facts[:, :1], facts[:, 1:]
+        slots = torch.cat([self.key(sentences), self.value(sentences), empty[:, 1:, None].to(facts.dtype)], dim=-1)
+        question = F.pad(question, (0, self.hidden + 1))  # the question row has no value and is not a slot
+        return torch.cat([question, slots], dim=1)
+
+    def initial_state(self, x_enc: Tensor) -> Tensor:
+        return x_enc[:, 0, : self.hidden]  # the embedded question is the first query
+
+    def attention(self, x_enc: Tensor, h: Tensor) -> Tensor:
+        """(B, heads, M): the hop's attention weights over the sentences; empty slots get none."""
+        keys = x_enc[:, 1:, : self.hidden].unflatten(-1, (self.heads, -1))  # (B, M, heads, d / heads)
+        empty = x_enc[:, 1:, -1].bool()
+        q = self.attend(h).unflatten(-1, (self.heads, -1))
+        scores = torch.einsum("bhd,bmhd->bhm", q, keys) / (self.hidden // self.heads) ** 0.5
+        return scores.masked_fill(empty[:, None], torch.finfo(scores.dtype).min).softmax(dim=-1)
+
+    def forward(self, x_enc: Tensor, h: Tensor) -> StepOutput:
+        weights = self.attention(x_enc, h)
+        values = x_enc[:, 1:, self.hidden : 2 * self.hidden].unflatten(-1, (self.heads, -1))
+        read = torch.einsum("bhm,bmhd->bhd", weights, values).flatten(1)
+        state = self.norm(h + read + self.recirculate(torch.cat([h, read], dim=-1)))
+        return StepOutput(state, self.answer(state), self.halt(state).squeeze(-1))

@@ -48,6 +48,9 @@ class TrainConfig(Config):
     )
     decay_every: int = Field(1000, ge=1, description="steps between learning-rate cuts (decay = step)")
     decay_factor: float = Field(0.5, gt=0, le=1, description="learning-rate factor per cut (decay = step)")
+    decay_start: int = Field(
+        0, ge=0, description="steps after warm-up before the first decay_every starts (decay = step)"
+    )
     min_lr_ratio: float = Field(0.0, ge=0, le=1, description="final learning rate as a fraction of lr")
     grad_clip: float = Field(1.0, ge=0, description="clip the global gradient norm to this (0: off)")
     log_every: int = Field(100, ge=1, description="write averaged training metrics every this many steps")
@@ -71,7 +74,7 @@ def learning_rate(cfg: TrainConfig, step: int) -> float:
     if cfg.decay == "constant":
         return cfg.lr
     if cfg.decay == "step":
-        return cfg.lr * cfg.decay_factor ** ((step - 1 - cfg.warmup_steps) // cfg.decay_every)
+        return cfg.lr * cfg.decay_factor ** (max(0, step - 1 - cfg.warmup_steps - cfg.decay_start) // cfg.decay_every)
     progress = (step - cfg.warmup_steps) / max(1, cfg.steps - cfg.warmup_steps)
     shape = 0.5 * (1 + math.cos(math.pi * progress)) if cfg.decay == "cosine" else 1 - progress
     return cfg.lr * (cfg.min_lr_ratio + (1 - cfg.min_lr_ratio) * shape)
