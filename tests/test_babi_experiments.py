@@ -127,35 +127,36 @@ def test_a_task_missing_from_the_training_directory_comes_from_the_fallback(tmp_
     assert {e.task for e in examples} == {1, 3}
 
 
+def tiny_babi_run(tmp_path, experiment: str, tasks: tuple[int, ...], *settings: str) -> dict:
+    """Train ``experiment`` on a tiny release of ``tasks`` (one worker); its summary's metrics."""
+    data = write_release(tmp_path / "babi", tasks=tasks)
+    base = sets(
+        f"task.data_dir={data}",
+        "task.fallback_dir=null",
+        f"task.tasks=[{','.join(map(str, tasks))}]",
+        "task.memory_size=6",
+        "eval.monitor_examples=50",
+        *settings,
+    )
+    assert main(["run", experiment, "--out", str(tmp_path / "runs"), "--no-progress", "--workers", "1", *base]) == 0
+    (run_dir,) = (tmp_path / "runs" / experiment).iterdir()
+    return json.loads((run_dir / "summary.json").read_text())["metrics"]
+
+
 def test_pondernet_babi_tiny_run_reports_steps_and_the_headline_without_qa3(tmp_path):
-    data = write_release(tmp_path / "babi", tasks=(1, 3))
-    args = [
-        "run",
+    metrics = tiny_babi_run(
+        tmp_path,
         "pondernet-babi",
-        "--out",
-        str(tmp_path / "runs"),
-        "--no-progress",
-        "--workers",
-        "1",
-        *sets(
-            f"task.data_dir={data}",
-            "task.fallback_dir=null",
-            "task.tasks=[1,3]",
-            "task.memory_size=6",
-            "model.d=16",
-            "model.heads=2",
-            "model.ff=16",
-            "model.max_steps=3",
-            "train.steps=10",
-            "train.log_every=5",
-            "train.eval_every=5",
-            "train.checkpoint_every=5",
-            "eval.monitor_examples=50",
-        ),
-    ]
-    assert main(args) == 0
-    (run_dir,) = (tmp_path / "runs" / "pondernet-babi").iterdir()
-    metrics = json.loads((run_dir / "summary.json").read_text())["metrics"]
+        (1, 3),
+        "model.d=16",
+        "model.heads=2",
+        "model.ff=16",
+        "model.max_steps=3",
+        "train.steps=10",
+        "train.log_every=5",
+        "train.eval_every=5",
+        "train.checkpoint_every=5",
+    )
     for arm in ("ut-pondernet", "ut-act"):
         assert 1 <= metrics[f"{arm}/mean_steps"] <= 3
         assert metrics[f"{arm}/mean_error"] == metrics[f"{arm}/task1_error"]  # headline: qa3 left out
@@ -204,34 +205,19 @@ def test_babi_config_rejects_unknown_tasks():
 
 
 def test_memo_babi_learns_the_tiny_where_is_task_with_both_halting_rules(tmp_path):
-    data = write_release(tmp_path / "babi", tasks=(1, 2))
-    args = [
-        "run",
+    metrics = tiny_babi_run(
+        tmp_path,
         "memo-babi",
-        "--out",
-        str(tmp_path / "runs"),
-        "--no-progress",
-        "--workers",
-        "1",
-        *sets(
-            f"task.data_dir={data}",
-            "task.fallback_dir=null",
-            "task.tasks=[1,2]",
-            "task.memory_size=6",
-            "headline_tasks=[1,2]",
-            "model.hidden=32",
-            "model.max_hops=3",
-            "train.steps=300",
-            "train.lr=0.003",
-            "train.log_every=100",
-            "train.eval_every=100",
-            "train.checkpoint_every=100",
-            "eval.monitor_examples=100",
-        ),
-    ]
-    assert main(args) == 0
-    (run_dir,) = (tmp_path / "runs" / "memo-babi").iterdir()
-    metrics = json.loads((run_dir / "summary.json").read_text())["metrics"]
+        (1, 2),
+        "headline_tasks=[1,2]",
+        "model.hidden=32",
+        "model.max_hops=3",
+        "train.steps=300",
+        "train.lr=0.003",
+        "train.log_every=100",
+        "train.eval_every=100",
+        "train.checkpoint_every=100",
+    )
     for arm in ("memo-pondernet", "memo-reinforce"):
         assert 1 <= metrics[f"{arm}/mean_steps"] <= 3
         # chance is 80 % error (five places)

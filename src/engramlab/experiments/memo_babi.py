@@ -32,10 +32,9 @@ from pydantic import Field
 from engramlab.config import Config
 from engramlab.experiments import babi_common as babi
 from engramlab.experiments.base import PaperNumber
-from engramlab.experiments.pondernet_babi import WITHOUT_QA3, PonderNetBabi
+from engramlab.experiments.pondernet_babi import PonderBabiConfig, PonderNetBabi
 from engramlab.models.memo import BabiMEMOStep
 from engramlab.ponder.halting import FixedDepth, PonderNet, Reinforce
-from engramlab.train.loop import TrainConfig
 
 Arm = Literal["memo-pondernet", "memo-reinforce", "memo-fixed"]
 
@@ -50,16 +49,11 @@ class ModelConfig(Config):
     fixed_hops: int = Field(3, ge=1, description="hops of the memo-fixed arm")
 
 
-class MemoBabiConfig(Config):
-    seed: int = Field(0, description="seed of initialisation and training data (the same for every arm)")
-    task: babi.BabiDataConfig = babi.BabiDataConfig(
-        data_dir=f"{babi.BABI_ROOT}/en-10k", fallback_dir=f"{babi.BABI_ROOT}/en", memory_size=320
-    )
-    headline_tasks: list[int] = Field(WITHOUT_QA3, description="tasks averaged in the headline error")
+class MemoBabiConfig(PonderBabiConfig):
+    """``pondernet-babi``'s data, schedule and evaluation; MEMO's model and arms."""
+
     model: ModelConfig = ModelConfig()
     methods: list[Arm] = Field(["memo-pondernet", "memo-reinforce"], min_length=1, description="arms to train")
-    train: TrainConfig = TrainConfig(steps=100_000, batch_size=64, lr=3e-4, eval_every=2000, checkpoint_every=1000)
-    eval: babi.BabiEvalConfig = babi.BabiEvalConfig()
 
 
 class MemoBabi(PonderNetBabi):
@@ -70,14 +64,14 @@ class MemoBabi(PonderNetBabi):
         "quick": {
             "task": {"memory_size": 50},
             "model": {"hidden": 64, "max_hops": 6},
-            "train": {"steps": 8000, "lr": 1e-3, "warmup_steps": 500, "decay": "cosine", "eval_every": 500},
+            "train": {"steps": 20_000, "lr": 1e-3, "warmup_steps": 500, "decay": "cosine", "eval_every": 1000},
         },
         "paper": {},
     }
     deviations = {
         "quick": [
             "stories cut to their last 50 sentences",
-            "width 64, at most 6 hops, 8k updates, Adam lr 1e-3 with warm-up and cosine decay: a 2-core CPU budget",
+            "width 64, at most 6 hops, 20k updates, Adam lr 1e-3 with warm-up and cosine decay: a 2-core CPU budget",
             "qa3 trained from the 1k file (the en-10k qa3 training file is missing)",
             "sentences embedded as in our UT before MEMO's key and value maps; halting reads the query state only",
         ],
