@@ -101,6 +101,20 @@ def test_report_keeps_runs_with_different_configs_apart(tiny_run, tmp_path, caps
     assert all(", config " in h for h in headings)
 
 
+def test_report_pools_runs_whose_presets_resolve_to_the_same_config(tiny_run, tmp_path, capsys):
+    """A `quick` preset may equal `paper`: runs of either, with equal configs, are one group."""
+    import json
+    import shutil
+
+    for name, preset in (("a", "quick"), ("b", "paper")):
+        copy = shutil.copytree(tiny_run, tmp_path / name)
+        summary = json.loads((copy / "summary.json").read_text())
+        (copy / "summary.json").write_text(json.dumps({**summary, "preset": preset}))
+    assert main(["report", str(tmp_path)]) == 0
+    (heading,) = [line for line in capsys.readouterr().out.splitlines() if line.startswith("### ")]
+    assert "preset `paper` = `quick`" in heading and "2 runs" in heading
+
+
 @pytest.mark.parametrize(
     "args, message",
     [
@@ -111,7 +125,8 @@ def test_report_keeps_runs_with_different_configs_apart(tiny_run, tmp_path, caps
         (["run", "pondernet-parity", "--set", "model.lamda_p=0.1"], "unknown config key 'model.lamda_p'"),
         (
             ["run", "no-such-experiment"],
-            "unknown experiment 'no-such-experiment' (available: memn2n-babi, memo-pai, memory-copy, memory-mqar, "
+            "unknown experiment 'no-such-experiment' (available: memn2n-babi, memo-babi, memo-pai, memory-copy, "
+            "memory-mqar, "
             "memory-passkey, memory-recall, pondernet-babi, pondernet-parity)",
         ),
         (["run", "pondernet-parity", "--preset", "huge"], "unknown preset 'huge'"),

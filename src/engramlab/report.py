@@ -51,22 +51,27 @@ def build_report(paths: list[Path]) -> str:
     runs = find_runs(paths)
     if not runs:
         raise RunDirError(f"no finished runs under {', '.join(str(p) for p in paths)}")
-    groups: dict[tuple[str, str, str], list[dict[str, Any]]] = defaultdict(list)
+    # runs are pooled when their configs are equal, whichever preset name resolved to it (a
+    # `quick` preset may equal `paper`)
+    groups: dict[tuple[str, str], list[dict[str, Any]]] = defaultdict(list)
     for run in runs:
         summary = read_json(run / SUMMARY_NAME)
         summary["_dir"] = run
-        groups[(summary["experiment"], summary.get("preset") or "custom", config_fingerprint(run))].append(summary)
-    presets = [(name, preset) for name, preset, _ in groups]
-    sections = [
-        report_group(name, preset, summaries, fingerprint if presets.count((name, preset)) > 1 else "")
-        for (name, preset, fingerprint), summaries in sorted(groups.items())
-    ]
+        groups[(summary["experiment"], config_fingerprint(run))].append(summary)
+    labels = {key: sorted({s.get("preset") or "custom" for s in summaries}) for key, summaries in groups.items()}
+    presets = [(name, preset) for (name, _), names in labels.items() for preset in names]
+    sections = []
+    for (name, fingerprint), summaries in sorted(groups.items(), key=lambda item: (item[0][0], labels[item[0]])):
+        names = labels[(name, fingerprint)]
+        shared = any(presets.count((name, preset)) > 1 for preset in names)
+        sections.append(report_group(name, names, summaries, fingerprint if shared else ""))
     return "\n\n".join(sections) + "\n"
 
 
-def report_group(name: str, preset: str, summaries: list[dict[str, Any]], fingerprint: str = "") -> str:
+def report_group(name: str, presets: list[str], summaries: list[dict[str, Any]], fingerprint: str = "") -> str:
     """One section; ``fingerprint`` names the config when runs of one preset had different configs."""
     exp = get_experiment(name)
+    preset = presets[0]
     seeds = sorted(s["seed"] for s in summaries)
     changes = [o for o in summaries[0].get("overrides", []) if not o.startswith("seed=")]
     variant = "".join(f" --set {o}" for o in changes) + (f", config {fingerprint}" if fingerprint else "")
@@ -76,7 +81,8 @@ def report_group(name: str, preset: str, summaries: list[dict[str, Any]], finger
             if isinstance(value, (int, float)):
                 values[key].append(float(value))
     lines = [
-        f"### {name} — preset `{preset}`{variant} ({len(summaries)} run{'s' * (len(summaries) > 1)}, "
+        f"### {name} — preset {' = '.join(f'`{p}`' for p in presets)}{variant} "
+        f"({len(summaries)} run{'s' * (len(summaries) > 1)}, "
         f"seeds {', '.join(map(str, seeds))})",
         "",
         *(
