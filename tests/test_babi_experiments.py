@@ -244,3 +244,23 @@ def test_halting_models_skip_the_slots_no_story_of_the_batch_fills():
         untrimmed, _ = model.halting.predict(pack_story(batch.story, batch.question))
         trimmed, _ = model.halting.predict(babi_common.packed_story(batch))
         torch.testing.assert_close(trimmed, untrimmed)
+
+
+def test_the_monitor_samples_every_task_of_the_validation_split(tmp_path):
+    """The validation split is ordered by task; the monitor's subset must not be its first tasks only."""
+    import torch
+
+    data = write_release(tmp_path / "babi", tasks=(1, 2))
+    exp = get_experiment("pondernet-babi")
+    cfg = exp.prepare(
+        resolve(exp.Config, overrides=[f"task.data_dir={data}", "task.tasks=[1,2]", "task.fallback_dir=null"])
+    )
+    cfg = cfg.model_copy(update={"eval": cfg.eval.model_copy(update={"monitor_examples": 20})})
+
+    class ReportsTheTask(torch.nn.Module):
+        def predict(self, batch):
+            return batch.answer, {"task": batch.task}
+
+    metrics = babi_common.monitor(cfg)(ReportsTheTask())
+    assert metrics["valid_accuracy"] == 1.0
+    assert metrics["valid_task"] == pytest.approx(1.5, abs=0.05)  # both tasks, equally

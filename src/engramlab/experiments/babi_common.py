@@ -74,7 +74,9 @@ class BabiEvalConfig(Config):
         None, description="directory with the official qa*_test.txt files to evaluate on (null: task.data_dir)"
     )
     batch_size: int = Field(500, ge=1, description="examples per evaluation batch")
-    monitor_examples: int = Field(2000, ge=1, description="validation examples in the evaluations during training")
+    monitor_examples: int = Field(
+        2000, ge=1, description="validation examples (spread evenly over the tasks) in the evaluations during training"
+    )
 
 
 class BabiBatch(NamedTuple):
@@ -203,13 +205,14 @@ class HaltingQA(nn.Module):
 
 
 @torch.no_grad()
-def predict_split(model: nn.Module, data: BabiTensors, memory_size: int, batch_size: int, limit: int | None = None):
-    """Predicted answer ids and extras (e.g. ponder steps) for the first ``limit`` examples."""
-    count = len(data) if limit is None else min(limit, len(data))
+def predict_split(
+    model: nn.Module, data: BabiTensors, memory_size: int, batch_size: int, rows: torch.Tensor | None = None
+):
+    """Predicted answer ids and extras (e.g. ponder steps) for ``rows`` of ``data`` (default: all)."""
+    rows = torch.arange(len(data)) if rows is None else rows
     answers, extras = [], {}
-    for start in range(0, count, batch_size):
-        rows = torch.arange(start, min(count, start + batch_size))
-        predicted, extra = model.predict(batch_of(data, rows, memory_size))
+    for chunk in rows.split(batch_size):
+        predicted, extra = model.predict(batch_of(data, chunk, memory_size))
         answers.append(predicted)
         for key, value in extra.items():
             extras.setdefault(key, []).append(value.float())
@@ -248,14 +251,14 @@ def evaluate(cfg: Config, model: nn.Module) -> dict[str, Any]:
 
 
 def monitor(cfg: Config) -> Callable[[nn.Module], dict[str, float]]:
-    """Validation accuracy (and the model's extras) on the first ``eval.monitor_examples`` examples."""
+    """Validation accuracy (and the model's extras) on ``eval.monitor_examples`` examples spread
+    evenly over the validation split, which is ordered by task, so that every task counts."""
     _, valid = splits(cfg.task)
+    rows = torch.linspace(0, len(valid) - 1, min(len(valid), cfg.eval.monitor_examples)).round().long().unique()
 
     def run(model: nn.Module) -> dict[str, float]:
-        predicted, extras = predict_split(
-            model, valid, cfg.task.memory_size, cfg.eval.batch_size, cfg.eval.monitor_examples
-        )
-        metrics = {"valid_accuracy": (predicted == valid.answer[: len(predicted)]).float().mean().item()}
+        predicted, extras = predict_split(model, valid, cfg.task.memory_size, cfg.eval.batch_size, rows)
+        metrics = {"valid_accuracy": (predicted == valid.answer[rows]).float().mean().item()}
         metrics.update({f"valid_{k}": v.mean().item() for k, v in extras.items()})
         return metrics
 
