@@ -2,45 +2,71 @@
 
     python scripts/pai_chain_lengths.py RUN_DIR [RUN_DIR ...] --out docs/results/memo-pai/chains
 
-Each run was trained on one chain length (``task.length``); the script writes ``chains.json``
-(per arm and length: accuracy and mean hops of the direct queries and of the inference query,
-first to last item) and ``chains.png``.
+Each run was trained on one chain length (``task.length``); runs of one length are seeds, and
+are averaged. The script writes ``chains.json`` (per arm and length: accuracy and mean hops of
+the direct queries and of the inference query, first to last item; mean, std and number of
+runs) and ``chains.png`` (error bars: std over seeds).
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import statistics
 from pathlib import Path
 
 from engramlab.api import load_config
 from engramlab.plots import color, plt, save
 
+KEYS = ("direct_accuracy", "indirect_accuracy", "direct_hops", "indirect_hops")
 
-def collect(run_dirs: list[Path]) -> dict[str, dict[int, dict[str, float]]]:
-    table: dict[str, dict[int, dict[str, float]]] = {}
+
+def collect(run_dirs: list[Path]) -> dict[str, dict[int, dict[str, dict[str, float]]]]:
+    """arm -> chain length -> metric -> {"mean", "std", "runs"} over the runs (seeds) of that length."""
+    values: dict[str, dict[int, dict[str, list[float]]]] = {}
     for run_dir in run_dirs:
         _, cfg = load_config(run_dir)
         metrics = json.loads((run_dir / "summary.json").read_text())["metrics"]
         for arm in cfg.methods:
-            table.setdefault(arm, {})[cfg.task.length] = {
-                key: metrics[f"{arm}/{key}"]
-                for key in ("direct_accuracy", "indirect_accuracy", "direct_hops", "indirect_hops")
+            if not arm.startswith("memo"):
+                continue  # the UT baseline of the length-3 runs: chains are about MEMO's hops
+            row = values.setdefault(arm, {}).setdefault(cfg.task.length, {key: [] for key in KEYS})
+            for key in KEYS:
+                row[key].append(metrics[f"{arm}/{key}"])
+    return {
+        arm: {
+            length: {
+                key: {
+                    "mean": statistics.mean(v),
+                    "std": statistics.stdev(v) if len(v) > 1 else 0.0,
+                    "runs": len(v),
+                }
+                for key, v in row.items()
             }
-    return table
+            for length, row in sorted(by_length.items())
+        }
+        for arm, by_length in values.items()
+    }
 
 
-def plot(table: dict[str, dict[int, dict[str, float]]], path: Path) -> Path:
+def plot(table: dict[str, dict[int, dict[str, dict[str, float]]]], path: Path) -> Path:
     fig, (hops, accuracy) = plt.subplots(1, 2, figsize=(9, 3.4))
     for i, (arm, by_length) in enumerate(table.items()):
         lengths = sorted(by_length)
         for kind, style in (("direct", "-o"), ("indirect", "--s")):
             label = f"{arm} {'inference' if kind == 'indirect' else kind}"
-            hops.plot(lengths, [by_length[n][f"{kind}_hops"] for n in lengths], style, color=color(arm, i), label=label)
-            accuracy.plot(
-                lengths, [by_length[n][f"{kind}_accuracy"] for n in lengths], style, color=color(arm, i), label=label
-            )
-    hops.set_title("mean hops")
+            for ax, key in ((hops, f"{kind}_hops"), (accuracy, f"{kind}_accuracy")):
+                ax.errorbar(
+                    lengths,
+                    [by_length[n][key]["mean"] for n in lengths],
+                    yerr=[by_length[n][key]["std"] for n in lengths],
+                    fmt=style,
+                    color=color(arm, i),
+                    label=label,
+                    capsize=3,
+                )
+    runs = sorted({row[KEYS[0]]["runs"] for by_length in table.values() for row in by_length.values()})
+    hops.set_title(f"mean hops (mean ± std over {'/'.join(map(str, runs))} seeds)")
     accuracy.set_title("test accuracy (chance 0.5)")
     for ax in (hops, accuracy):
         ax.set_xlabel("chain length (items per sequence)")

@@ -55,3 +55,27 @@ def test_readme_memn2n_babi_row_quotes_the_published_runs():
     for key, digits in (("memn2n/mean_error", 2), ("memn2n/failed_tasks", 1)):
         values = [m[key] for m in metrics]
         assert f"{statistics.mean(values):.{digits}f} ± {statistics.stdev(values):.{digits}f}" in row, key
+
+
+def test_readme_babi_10k_rows_quote_the_published_runs():
+    import json
+    import statistics
+
+    text = (REPO / "README.md").read_text()
+    (section,) = re.findall(r"### bAbI 10k, 20 tasks jointly.*?\n(.*?)\n###", text, flags=re.S)
+    rows = [line for line in section.splitlines() if line.startswith("| ")]
+    for experiment, arms in (
+        ("pondernet-babi", (("ut-pondernet", "UT + PonderNet"), ("ut-act", "UT + ACT"))),
+        ("memo-babi", (("memo-pondernet", "MEMO + PonderNet"), ("memo-reinforce", "MEMO + REINFORCE"))),
+    ):
+        runs = sorted((REPO / "docs" / "results" / experiment).glob("quick-seed*"))
+        assert len(runs) == 3, experiment
+        metrics = [json.loads((run / "summary.json").read_text())["metrics"] for run in runs]
+        for arm, label in arms:
+            (row,) = [line for line in rows if line.startswith(f"| {label} |")]
+            for key, digits in (("mean_error", 2), ("failed_tasks", 1), ("mean_steps", 2)):
+                values = [m[f"{arm}/{key}"] for m in metrics]
+                assert f"{statistics.mean(values):.{digits}f} ± {statistics.stdev(values):.{digits}f}" in row, (
+                    arm,
+                    key,
+                )
