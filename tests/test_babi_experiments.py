@@ -264,3 +264,8 @@ def test_the_monitor_samples_every_task_of_the_validation_split(tmp_path):
     metrics = babi_common.monitor(cfg)(ReportsTheTask())
     assert metrics["valid_accuracy"] == 1.0
     assert metrics["valid_task"] == pytest.approx(1.5, abs=0.05)  # both tasks, equally
+
+
+def test_memo_babi_config_rejects_heads_that_do_not_divide_the_width():
+    with pytest.raises(Exception, match="model.hidden \\(30\\) must be a multiple of model.heads \\(4\\)"):
+        resolve(get_experiment("memo-babi").Config, overrides=["model.hidden=30", "model.heads=4"])

@@ -27,7 +27,7 @@ from __future__ import annotations
 from typing import Literal
 
 import torch
-from pydantic import Field
+from pydantic import Field, model_validator
 
 from engramlab.config import Config
 from engramlab.experiments import babi_common as babi
@@ -47,6 +47,12 @@ class ModelConfig(Config):
     beta: float = Field(0.01, ge=0, description="PonderNet KL weight (PonderNet paper: 0.01)")
     hop_cost: float = Field(0.01, ge=0, description="REINFORCE: reward −hop_cost per hop")
     fixed_hops: int = Field(3, ge=1, description="hops of the memo-fixed arm")
+
+    @model_validator(mode="after")
+    def _heads_divide_width(self):
+        if self.hidden % self.heads:
+            raise ValueError(f"model.hidden ({self.hidden}) must be a multiple of model.heads ({self.heads})")
+        return self
 
 
 class MemoBabiConfig(PonderBabiConfig):
