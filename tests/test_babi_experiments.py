@@ -269,3 +269,22 @@ def test_the_monitor_samples_every_task_of_the_validation_split(tmp_path):
 def test_memo_babi_config_rejects_heads_that_do_not_divide_the_width():
     with pytest.raises(Exception, match="model.hidden \\(30\\) must be a multiple of model.heads \\(4\\)"):
         resolve(get_experiment("memo-babi").Config, overrides=["model.hidden=30", "model.heads=4"])
+
+
+def test_fact_embedding_starts_its_position_mask_at_the_chosen_encoding():
+    """Default: MemN2N §4.1 over all `max_words` places (the last word weighs only k/d on dimension k);
+    `centred`: the authors' code form, every weight within 1 ± 1 and the mask's mean exactly 1."""
+    import torch
+
+    from engramlab.memory.memn2n import position_weights
+    from engramlab.models.babi_ut import FactEmbedding
+
+    places = torch.ones(1, 11, dtype=torch.long)
+    paper, centred = (
+        FactEmbedding(30, 11, 8, 16).word_position,
+        FactEmbedding(30, 11, 8, 16, centred=True).word_position,
+    )
+    torch.testing.assert_close(paper.data, position_weights(places, 16)[0])
+    assert paper[-1, 0].item() == pytest.approx(1 / 16)  # l_kj at j = J, k = 1: 0 − (1/16)(1 − 2)
+    torch.testing.assert_close(centred.data, position_weights(places, 16, span=11)[0])
+    assert centred.min() > 0 and centred.max() < 2 and centred.mean().item() == pytest.approx(1.0)

@@ -42,6 +42,9 @@ Arm = Literal["memo-pondernet", "memo-reinforce", "memo-fixed"]
 class ModelConfig(Config):
     hidden: int = Field(128, ge=1, description="embedding, key, value and query width")
     heads: int = Field(4, ge=1, description="attention heads over the memory slots")
+    centred_positions: bool = Field(
+        False, description="start the learned word-position mask at MemN2N's centred code form (default: §4.1)"
+    )
     max_hops: int = Field(10, ge=1, le=100, description="most hops (PonderNet's N; REINFORCE's cap)")
     lambda_p: float = Field(0.2, gt=0, lt=1, description="PonderNet geometric prior")
     beta: float = Field(0.01, ge=0, description="PonderNet KL weight (PonderNet paper: 0.01)")
@@ -98,7 +101,8 @@ class MemoBabi(PonderNetBabi):
         torch.manual_seed(cfg.seed)
         m, task = cfg.model, cfg.task
         vocab = babi.vocabulary(task)
-        step = BabiMEMOStep(len(vocab.words), len(vocab.answers), task.max_words, task.memory_size, m.hidden, m.heads)
+        sizes = (len(vocab.words), len(vocab.answers), task.max_words, task.memory_size)
+        step = BabiMEMOStep(*sizes, m.hidden, m.heads, m.centred_positions)
         if arm == "memo-pondernet":
             return babi.HaltingQA(PonderNet(step, m.max_hops, m.lambda_p, m.beta))
         if arm == "memo-reinforce":

@@ -45,7 +45,10 @@ class ModelConfig(Config):
     d: int = Field(128, ge=1, description="embedding and model width (paper: 128)")
     heads: int = Field(8, ge=1, description="attention heads (paper: 8)")
     ff: int = Field(128, ge=1, description="width of the one-layer transition MLP (paper: 128)")
-    dropout: float = Field(0.1, ge=0, lt=1, description="dropout in the layer (paper: attention dropout 0.1)")
+    dropout: float = Field(0.1, ge=0, lt=1, description="dropout on the attention weights (paper: 0.1)")
+    centred_positions: bool = Field(
+        True, description="start the learned word-position mask at MemN2N's centred code form (false: §4.1)"
+    )
     max_steps: int = Field(10, ge=1, le=100, description="N, most layer applications (paper: 10)")
     lambda_p: float = Field(0.2, gt=0, lt=1, description="PonderNet geometric prior (paper searches (0, 1])")
     beta: float = Field(0.01, ge=0, description="PonderNet KL weight (paper: 0.01)")
@@ -109,7 +112,15 @@ class PonderNetBabi(Experiment):
         m, task = cfg.model, cfg.task
         vocab = babi.vocabulary(task)
         step = BabiUTStep(
-            len(vocab.words), len(vocab.answers), task.max_words, task.memory_size, m.d, m.heads, m.ff, m.dropout
+            len(vocab.words),
+            len(vocab.answers),
+            task.max_words,
+            task.memory_size,
+            m.d,
+            m.heads,
+            m.ff,
+            m.dropout,
+            m.centred_positions,
         )
         if arm == "ut-pondernet":
             return babi.HaltingQA(PonderNet(step, m.max_steps, m.lambda_p, m.beta))

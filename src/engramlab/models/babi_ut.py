@@ -39,16 +39,19 @@ class FactEmbedding(nn.Module):
     """Every sentence of a packed story, and the question, as one vector (UT App. C).
 
     A fact is the sum of its word embeddings weighted by a learned multiplicative positional mask,
-    started at MemN2N's position encoding (Sukhbaatar et al. 2015, §4.1), plus a learned embedding
+    started at MemN2N's position encoding (Sukhbaatar et al. 2015, §4.1; with ``centred``, at the
+    centred form of the authors' code, :func:`~engramlab.memory.memn2n.position_weights` with
+    ``span = max_words``, which keeps every weight near 1), plus a learned embedding
     of its age (0 = the question, 1 + a = a sentence told a sentences before the last one), as
     MemN2N's temporal encoding. ``(B, 1 + M, W) ids -> facts (B, 1 + M, d), empty (B, 1 + M)``;
     the question is never empty.
     """
 
-    def __init__(self, vocab_size: int, max_words: int, memory_size: int, d: int):
+    def __init__(self, vocab_size: int, max_words: int, memory_size: int, d: int, centred: bool = False):
         super().__init__()
         self.words = nn.Embedding(vocab_size, d, padding_idx=0)
-        self.word_position = nn.Parameter(position_weights(torch.ones(1, max_words, dtype=torch.long), d)[0])
+        every_place = torch.ones(1, max_words, dtype=torch.long)
+        self.word_position = nn.Parameter(position_weights(every_place, d, span=max_words if centred else 0)[0])
         self.age = nn.Embedding(memory_size + 1, d)
 
     def forward(self, x: Tensor) -> tuple[Tensor, Tensor]:
@@ -62,7 +65,11 @@ class FactEmbedding(nn.Module):
 
 
 class BabiUTStep(Step):
-    """``BabiUTStep(vocab_size, answers, max_words, memory_size, d=128, heads=8, ff=128, dropout=0.1)``."""
+    """``BabiUTStep(vocab_size, answers, max_words, memory_size, d=128, heads=8, ff=128, dropout=0.1, centred=False)``.
+
+    ``dropout`` applies to the attention weights only (PonderNet App. C: "attention dropout 0.1").
+    ``centred`` starts the fact embedding's positional mask at the centred form (:class:`FactEmbedding`).
+    """
 
     sequence_input = True
 
@@ -76,11 +83,15 @@ class BabiUTStep(Step):
         heads: int = 8,
         ff: int = 128,
         dropout: float = 0.1,
+        centred: bool = False,
     ):
         super().__init__()
         self.d = d
-        self.facts = FactEmbedding(vocab_size, max_words, memory_size, d)
-        self.block = nn.TransformerEncoderLayer(d, heads, ff, dropout=dropout, batch_first=True, norm_first=True)
+        self.facts = FactEmbedding(vocab_size, max_words, memory_size, d, centred)
+        self.block = nn.TransformerEncoderLayer(d, heads, ff, dropout=0.0, batch_first=True, norm_first=True)
+        # PonderNet App. C: *attention* dropout only. The layer's three other dropouts also cost a
+        # third of a CPU training step (the random masks), so they are off.
+        self.block.self_attn.dropout = dropout
         self.norm = nn.LayerNorm(d)
         self.answer = nn.Linear(d, answers)
         self.halt = nn.Linear(d, 1)

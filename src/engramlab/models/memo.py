@@ -193,7 +193,7 @@ class PAITransformerStep(Step):
 
 
 class BabiMEMOStep(Step):
-    """``BabiMEMOStep(vocab_size, answers, max_words, memory_size, hidden=128, heads=4)``: one MEMO hop on bAbI.
+    """One MEMO hop on bAbI: ``BabiMEMOStep(vocab_size, answers, max_words, memory_size, hidden, heads, centred)``.
 
     Every story sentence is its own memory slot (MEMO keeps facts separate), embedded as a fact
     (:class:`~engramlab.models.babi_ut.FactEmbedding`: weighted word embeddings plus the
@@ -211,13 +211,20 @@ class BabiMEMOStep(Step):
     sequence_input = True
 
     def __init__(
-        self, vocab_size: int, answers: int, max_words: int, memory_size: int, hidden: int = 128, heads: int = 4
+        self,
+        vocab_size: int,
+        answers: int,
+        max_words: int,
+        memory_size: int,
+        hidden: int = 128,
+        heads: int = 4,
+        centred: bool = False,
     ):
         super().__init__()
         if hidden % heads:
             raise ValueError(f"hidden = {hidden} must be a multiple of heads = {heads}")
         self.hidden, self.heads = hidden, heads
-        self.facts = FactEmbedding(vocab_size, max_words, memory_size, hidden)
+        self.facts = FactEmbedding(vocab_size, max_words, memory_size, hidden, centred)
         self.key = nn.Linear(hidden, hidden)  # separate key and value embeddings of every slot
         self.value = nn.Linear(hidden, hidden)
         self.attend = nn.Linear(hidden, hidden)  # the hop's query, from the recirculated state
