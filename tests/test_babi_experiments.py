@@ -266,9 +266,12 @@ def test_the_monitor_samples_every_task_of_the_validation_split(tmp_path):
     assert metrics["valid_task"] == pytest.approx(1.5, abs=0.05)  # both tasks, equally
 
 
-def test_memo_babi_config_rejects_heads_that_do_not_divide_the_width():
-    with pytest.raises(Exception, match="model.hidden \\(30\\) must be a multiple of model.heads \\(4\\)"):
-        resolve(get_experiment("memo-babi").Config, overrides=["model.hidden=30", "model.heads=4"])
+@pytest.mark.parametrize(
+    ("experiment", "width"), [("memo-babi", "hidden"), ("memo-pai", "hidden"), ("pondernet-babi", "d")]
+)
+def test_configs_reject_heads_that_do_not_divide_the_width(experiment, width):
+    with pytest.raises(Exception, match=f"model.{width} \\(30\\) must be a multiple of model.heads \\(4\\)"):
+        resolve(get_experiment(experiment).Config, overrides=[f"model.{width}=30", "model.heads=4"])
 
 
 def test_fact_embedding_starts_its_position_mask_at_the_chosen_encoding():

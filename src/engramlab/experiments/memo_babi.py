@@ -27,11 +27,11 @@ from __future__ import annotations
 from typing import Literal
 
 import torch
-from pydantic import Field, model_validator
+from pydantic import Field
 
-from engramlab.config import Config
 from engramlab.experiments import babi_common as babi
 from engramlab.experiments.base import PaperNumber
+from engramlab.experiments.memo_pai import HeadsDivideHidden
 from engramlab.experiments.pondernet_babi import PonderBabiConfig, PonderNetBabi
 from engramlab.models.memo import BabiMEMOStep
 from engramlab.ponder.halting import FixedDepth, PonderNet, Reinforce
@@ -39,7 +39,7 @@ from engramlab.ponder.halting import FixedDepth, PonderNet, Reinforce
 Arm = Literal["memo-pondernet", "memo-reinforce", "memo-fixed"]
 
 
-class ModelConfig(Config):
+class ModelConfig(HeadsDivideHidden):
     hidden: int = Field(128, ge=1, description="embedding, key, value and query width")
     heads: int = Field(4, ge=1, description="attention heads over the memory slots")
     centred_positions: bool = Field(
@@ -50,12 +50,6 @@ class ModelConfig(Config):
     beta: float = Field(0.01, ge=0, description="PonderNet KL weight (PonderNet paper: 0.01)")
     hop_cost: float = Field(0.01, ge=0, description="REINFORCE: reward −hop_cost per hop")
     fixed_hops: int = Field(3, ge=1, description="hops of the memo-fixed arm")
-
-    @model_validator(mode="after")
-    def _heads_divide_width(self):
-        if self.hidden % self.heads:
-            raise ValueError(f"model.hidden ({self.hidden}) must be a multiple of model.heads ({self.heads})")
-        return self
 
 
 class MemoBabiConfig(PonderBabiConfig):

@@ -31,11 +31,11 @@ from __future__ import annotations
 import string
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any, ClassVar, Literal
 
 import torch
 import torch.nn.functional as F
-from pydantic import Field
+from pydantic import Field, model_validator
 from torch import nn
 
 from engramlab.config import Config
@@ -48,7 +48,22 @@ from engramlab.train.loop import TrainConfig
 Arm = Literal["memo-pondernet", "memo-reinforce", "memo-fixed", "ut", "ut-pondernet"]
 
 
-class ModelConfig(Config):
+class HeadsDivideHidden(Config):
+    """A model config whose attention splits its width (the field ``width_field``) into ``heads``
+    equal parts: checked when the config is read, so a bad pair is one error line and no run
+    directory is written."""
+
+    width_field: ClassVar[str] = "hidden"
+
+    @model_validator(mode="after")
+    def _heads_divide_width(self):
+        width = getattr(self, self.width_field)
+        if width % self.heads:
+            raise ValueError(f"model.{self.width_field} ({width}) must be a multiple of model.heads ({self.heads})")
+        return self
+
+
+class ModelConfig(HeadsDivideHidden):
     hidden: int = Field(64, ge=1, description="width of embeddings and hop state")
     heads: int = Field(4, ge=1, description="attention heads")
     max_hops: int = Field(6, ge=1, le=100, description="most hops (PonderNet's N; REINFORCE's limit)")

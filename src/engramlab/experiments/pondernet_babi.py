@@ -25,7 +25,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any, ClassVar, Literal
 
 import torch
 from pydantic import Field
@@ -33,6 +33,7 @@ from pydantic import Field
 from engramlab.config import Config
 from engramlab.experiments import babi_common as babi
 from engramlab.experiments.base import Experiment, PaperNumber
+from engramlab.experiments.memo_pai import HeadsDivideHidden
 from engramlab.models.babi_ut import BabiUTStep
 from engramlab.ponder.halting import ACT, FixedDepth, PonderNet
 from engramlab.train.loop import TrainConfig
@@ -41,7 +42,9 @@ Arm = Literal["ut-pondernet", "ut-act", "ut-fixed"]
 WITHOUT_QA3 = [t for t in range(1, 21) if t != 3]
 
 
-class ModelConfig(Config):
+class ModelConfig(HeadsDivideHidden):
+    width_field: ClassVar[str] = "d"
+
     d: int = Field(128, ge=1, description="embedding and model width (paper: 128)")
     heads: int = Field(8, ge=1, description="attention heads (paper: 8)")
     ff: int = Field(128, ge=1, description="width of the one-layer transition MLP (paper: 128)")
