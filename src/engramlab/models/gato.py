@@ -44,6 +44,7 @@ class GatoConfig:
     patch: int = 7  # patch side in pixels
     channels: int = 1  # image channels
     patch_groups: int = 8  # GroupNorm groups of the patch ResNet block (paper: 32)
+    smooth_bins: bool = True  # start neighbouring continuous bins at nearby embeddings (ours)
 
 
 class PatchResNet(nn.Module):
@@ -100,6 +101,8 @@ class Gato(nn.Module):
         self.blocks = nn.ModuleList(Block(cfg) for _ in range(cfg.layers))
         self.norm = nn.LayerNorm(cfg.width)
         self.apply(self._init)
+        if cfg.smooth_bins:
+            self._smooth_bins()
 
     @staticmethod
     def _init(module: nn.Module) -> None:
@@ -107,6 +110,19 @@ class Gato(nn.Module):
             nn.init.normal_(module.weight, std=0.02)
             if isinstance(module, nn.Linear) and module.bias is not None:
                 nn.init.zeros_(module.bias)
+
+    @torch.no_grad()
+    def _smooth_bins(self, frequencies: int = 16) -> None:
+        """Start the 1024 continuous bins' embeddings as a random linear map of Fourier features
+        of the bin's value, so that bins near each other start near each other (a deviation in
+        initialisation only; the table is then learned freely). With independent random rows,
+        every bin of every observation dimension must be learned from its own examples, which
+        the few thousand timesteps of a small task do not provide."""
+        value = tok.bin_centre(torch.arange(tok.BINS))[:, None]
+        angle = value * torch.arange(1, frequencies + 1)[None] * torch.pi / 2
+        features = torch.cat([angle.sin(), angle.cos()], dim=1)
+        mix = torch.randn(2 * frequencies, self.cfg.width) / (2 * frequencies) ** 0.5
+        self.tokens.weight[tok.CONTINUOUS : tok.CONTINUOUS + tok.BINS] = 0.1 * features @ mix
 
     def patch_positions(self, intervals: Tensor) -> Tensor:
         """(K, 2, 2) [from, to) row and column intervals -> (K, width) position embeddings:
