@@ -18,6 +18,7 @@ REGISTRY: dict[str, str] = {
     "memo-pai": "engramlab.experiments.memo_pai",
     "pondernet-babi": "engramlab.experiments.pondernet_babi",
     "memo-babi": "engramlab.experiments.memo_babi",
+    "generalist": "engramlab.experiments.generalist",
 }
 
 __all__ = ["Experiment", "PaperNumber", "REGISTRY", "get_experiment", "all_experiments"]

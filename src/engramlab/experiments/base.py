@@ -60,6 +60,10 @@ class Experiment:
         """A fresh model whose ``forward(batch)`` returns ``(loss, logs)``."""
         raise NotImplementedError
 
+    def train_config(self, cfg: Config, arm: str) -> Any:
+        """The training schedule (a ``TrainConfig``) of one arm. Default: ``cfg.train`` for every arm."""
+        return cfg.train
+
     def sampler(self, cfg: Config, arm: str) -> Callable[[int, torch.Generator], Any]:
         """``sample(batch_size, generator) -> batch`` for training."""
         raise NotImplementedError

@@ -141,7 +141,7 @@ def run_arm(
     result = train(
         model,
         exp.sampler(cfg, arm),
-        cfg.train,
+        exp.train_config(cfg, arm),
         arm_path,
         seed=exp.seed_of(cfg),
         monitor=exp.monitor(cfg, arm),

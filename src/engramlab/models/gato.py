@@ -156,6 +156,14 @@ class Gato(nn.Module):
 
         ``key_mask`` (B, past + T): False for padding that no token may attend to; ``cache``: the
         keys and values of the ``past`` tokens, from an earlier call."""
+        hidden, cache = self.hidden(ids, local, is_patch, pixels, intervals, key_mask, cache)
+        return self.logits(hidden), cache
+
+    def logits(self, hidden: Tensor) -> Tensor:
+        return hidden @ self.tokens.weight.T  # the output layer shares the token table
+
+    def hidden(self, ids, local, is_patch=None, pixels=None, intervals=None, key_mask=None, cache=None):
+        """The final (normalised) hidden states (B, T, width) and the new cache; see ``forward``."""
         x = self.embed(ids, local, is_patch, pixels, intervals)
         past = cache[0][0].shape[2] if cache else 0
         mask = None
@@ -169,7 +177,7 @@ class Gato(nn.Module):
         for i, block in enumerate(self.blocks):
             x, kv = block(x, mask, cache[i] if cache else None)
             new_cache.append(kv)
-        return self.norm(x) @ self.tokens.weight.T, new_cache
+        return self.norm(x), new_cache
 
     def loss(self, ids: Tensor, local: Tensor, target: Tensor, is_patch=None, pixels=None, intervals=None) -> Tensor:
         """Masked next-token cross-entropy (§2.3): token t + 1 is predicted at place t, and counts
@@ -178,6 +186,6 @@ class Gato(nn.Module):
         if is_patch is not None:
             kept = is_patch.nonzero()[:, 1] < ids.shape[1] - 1
             is_patch, pixels, intervals = is_patch[:, :-1], pixels[kept], intervals[kept]
-        logits, _ = self.forward(ids[:, :-1], local[:, :-1], is_patch, pixels, intervals)
+        hidden, _ = self.hidden(ids[:, :-1], local[:, :-1], is_patch, pixels, intervals)
         counted = target[:, 1:]
-        return F.cross_entropy(logits[counted], ids[:, 1:][counted])
+        return F.cross_entropy(self.logits(hidden[counted]), ids[:, 1:][counted])  # logits where they count

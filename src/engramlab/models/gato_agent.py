@@ -168,3 +168,28 @@ def run_episodes(
     for env in envs:
         env.close()
     return Rollouts(returns, lengths, frames)
+
+
+@torch.no_grad()
+def caption(model: Gato, images: Tensor, patch: int, longest: int = 32) -> list[str]:
+    """Greedy captions of images (N, C, H, W) in [0, 1]: the patches, then text until ``END``."""
+    model.eval()
+    pixels = tok.image_patches(images, patch)
+    n, patches = pixels.shape[:2]
+    ids = torch.full((n, patches), tok.PATCH)
+    local = torch.arange(1, patches + 1).expand(n, patches)
+    intervals = tok.patch_intervals(images.shape[2], images.shape[3], patch).repeat(n, 1, 1)
+    logits, cache = model(ids, local, ids == tok.PATCH, pixels.flatten(0, 1), intervals)
+    written, done = [], torch.zeros(n, dtype=torch.bool)
+    text_only = torch.full((tok.VOCAB_SIZE,), float("-inf"))
+    text_only[tok.TEXT : tok.TEXT + 256] = 0
+    text_only[tok.END] = 0
+    for place in range(longest):
+        choice = (logits[:, -1] + text_only).argmax(-1)
+        written.append(choice)
+        done |= choice == tok.END
+        if done.all():
+            break
+        position = torch.full((n, 1), patches + 1 + place)
+        logits, cache = model(choice[:, None], position, cache=cache)
+    return [tok.text_of(row) for row in torch.stack(written, dim=1)]

@@ -22,6 +22,7 @@ target (captions and text rows: yes; a mission before an episode: no).
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import NamedTuple
 
 import torch
 from torch import Tensor
@@ -169,8 +170,7 @@ def add_texts(builder: CorpusBuilder, texts: list[str]) -> Examples:
     return Examples(torch.tensor(starts), torch.tensor(lengths))
 
 
-@dataclass
-class Batch:
+class Batch(NamedTuple):
     """``ids``, ``local``, ``target`` (B, T); ``is_patch`` (B, T) and, for those places in order,
     ``pixels`` (K, C, p, p) and ``intervals`` (K, 2, 2); ``kind`` (B,) 0 control, 1 caption, 2 text."""
 
@@ -289,6 +289,4 @@ class Sampler:
                 rows = kind == k
                 start[rows], length[rows] = s[rows], n[rows]
         text_target = (kind != 0)[:, None].expand(batch_size, SEGMENTS)
-        batch = gather_rows(self.corpus, start, length, text_target, self.context)
-        batch.kind = kind
-        return batch
+        return gather_rows(self.corpus, start, length, text_target, self.context)._replace(kind=kind)
