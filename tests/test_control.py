@@ -5,6 +5,7 @@ import numpy as np
 import pytest
 import torch
 
+from engramlab.errors import DataError
 from engramlab.tasks import control
 from engramlab.tasks import gato_tokens as tok
 
@@ -62,7 +63,7 @@ def test_the_episode_cache_is_written_once_and_read_back(tmp_path):
     np.testing.assert_array_equal(again.episodes.observations, first.episodes.observations)
     assert again.expert_score == first.expert_score and again.random_score == first.random_score
     files[0].write_bytes(b"not a zip")
-    with pytest.raises(ValueError, match="cartpole-2ep-seed0.npz: not a readable episode cache"):
+    with pytest.raises(DataError, match="cartpole-2ep-seed0.npz: not a readable episode cache"):
         control.load_or_generate(task, 2, 0, tmp_path)
 
 

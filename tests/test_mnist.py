@@ -5,6 +5,7 @@ import gzip
 import pytest
 import torch
 
+from engramlab.errors import DataError
 from engramlab.tasks.mnist import load_mnist
 
 
@@ -30,16 +31,16 @@ def test_reads_images_scaled_to_one_and_their_labels(tmp_path, compress):
 
 
 def test_malformed_files_name_the_file_and_the_problem(tmp_path):
-    with pytest.raises(FileNotFoundError, match="t10k-images-idx3-ubyte\\[.gz\\]: no such file"):
+    with pytest.raises(DataError, match="t10k-images-idx3-ubyte\\[.gz\\]: no such file"):
         load_mnist(tmp_path)
     write(tmp_path, idx(2051, [2, 2, 3], bytes(5)), idx(2049, [2], bytes(2)))
-    with pytest.raises(ValueError, match="t10k-images-idx3-ubyte.gz: holds 5 pixel bytes, the header says 12"):
+    with pytest.raises(DataError, match="t10k-images-idx3-ubyte.gz: holds 5 pixel bytes, the header says 12"):
         load_mnist(tmp_path)
     write(tmp_path, idx(2049, [2, 2, 3], bytes(12)), idx(2049, [2], bytes(2)))
-    with pytest.raises(ValueError, match="not an IDX file with magic number 2051"):
+    with pytest.raises(DataError, match="not an IDX file with magic number 2051"):
         load_mnist(tmp_path)
     write(tmp_path, idx(2051, [2, 2, 3], bytes(12)), idx(2049, [3], bytes(3)))
-    with pytest.raises(ValueError, match="t10k-labels-idx1-ubyte.gz: holds 3 labels, expected 2"):
+    with pytest.raises(DataError, match="t10k-labels-idx1-ubyte.gz: holds 3 labels, expected 2"):
         load_mnist(tmp_path)
 
 

@@ -19,6 +19,7 @@ REGISTRY: dict[str, str] = {
     "pondernet-babi": "engramlab.experiments.pondernet_babi",
     "memo-babi": "engramlab.experiments.memo_babi",
     "generalist": "engramlab.experiments.generalist",
+    "generalist-finetune": "engramlab.experiments.generalist_finetune",
 }
 
 __all__ = ["Experiment", "PaperNumber", "REGISTRY", "get_experiment", "all_experiments"]

@@ -31,6 +31,7 @@ import numpy as np
 import torch
 from torch import Tensor
 
+from engramlab.errors import DataError
 from engramlab.tasks import gato_tokens as tok
 
 # --------------------------------------------------------------------------------------------
@@ -327,5 +328,5 @@ def _read(task: ControlTask, path: Path) -> TaskData:
             missions = [str(m) for m in f["missions"]]
             episodes = Episodes(f["observations"], f["actions"], f["starts"], f["returns"], missions)
     except (OSError, ValueError, KeyError) as exc:
-        raise ValueError(f"{path}: not a readable episode cache ({exc}); delete it to regenerate") from exc
+        raise DataError(f"{path}: not a readable episode cache ({exc}); delete it to regenerate") from exc
     return TaskData(task, episodes, meta["expert_score"], meta["random_score"], meta["generated"])

@@ -13,6 +13,8 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from engramlab.errors import DataError
+
 IMAGES_MAGIC, LABELS_MAGIC = 2051, 2049
 
 
@@ -23,13 +25,13 @@ def _read(directory: Path, stem: str) -> tuple[Path, bytes]:
             try:
                 return path, gzip.decompress(path.read_bytes()) if name.endswith(".gz") else path.read_bytes()
             except (OSError, EOFError) as exc:
-                raise ValueError(f"{path}: cannot be read ({exc})") from exc
-    raise FileNotFoundError(f"{directory / stem}[.gz]: no such file (an MNIST directory in IDX format is expected)")
+                raise DataError(f"{path}: cannot be read ({exc})") from exc
+    raise DataError(f"{directory / stem}[.gz]: no such file (an MNIST directory in IDX format is expected)")
 
 
 def _header(path: Path, data: bytes, magic: int, dims: int) -> list[int]:
     if len(data) < 4 * (1 + dims) or int.from_bytes(data[:4], "big") != magic:
-        raise ValueError(f"{path}: not an IDX file with magic number {magic}")
+        raise DataError(f"{path}: not an IDX file with magic number {magic}")
     return [int.from_bytes(data[4 + 4 * i : 8 + 4 * i], "big") for i in range(dims)]
 
 
@@ -40,9 +42,9 @@ def load_mnist(directory: str | Path, split: str = "t10k") -> tuple[torch.Tensor
     n, rows, cols = _header(image_path, images, IMAGES_MAGIC, 3)
     (m,) = _header(label_path, labels, LABELS_MAGIC, 1)
     if len(images) != 16 + n * rows * cols:
-        raise ValueError(f"{image_path}: holds {len(images) - 16} pixel bytes, the header says {n * rows * cols}")
+        raise DataError(f"{image_path}: holds {len(images) - 16} pixel bytes, the header says {n * rows * cols}")
     if len(labels) != 8 + m or m != n:
-        raise ValueError(f"{label_path}: holds {len(labels) - 8} labels, expected {n} (one per image)")
+        raise DataError(f"{label_path}: holds {len(labels) - 8} labels, expected {n} (one per image)")
     pixels = np.frombuffer(images, dtype=np.uint8, offset=16).reshape(n, 1, rows, cols)
     return torch.from_numpy(pixels.astype(np.float32) / 255), torch.from_numpy(
         np.frombuffer(labels, np.uint8, offset=8).astype(np.int64)
