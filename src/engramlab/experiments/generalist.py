@@ -98,6 +98,7 @@ class ModelConfig(Config):
     mlp: int = Field(3072, ge=1, description="MLP hidden width (paper: 3072)")
     dropout: float = Field(0.1, ge=0, lt=1, description="dropout (paper: 0.1)")
     context: int = Field(1024, ge=16, description="tokens per sequence (paper: 1024)")
+    smooth_bins: bool = Field(True, description="start continuous-bin embeddings smooth in the bin value (ours)")
 
 
 class MixConfig(Config):
@@ -262,10 +263,17 @@ class Generalist(Experiment):
     def build(self, cfg: GeneralistConfig, arm: str) -> GatoLearner:
         torch.manual_seed(cfg.seed)
         m = cfg.model
-        local_positions = max(cfg.model.context, 64) + 1
-        return GatoLearner(
-            Gato(GatoConfig(m.layers, m.width, m.heads, m.mlp, m.dropout, local_positions, cfg.data.patch))
+        shape = GatoConfig(
+            layers=m.layers,
+            width=m.width,
+            heads=m.heads,
+            mlp=m.mlp,
+            dropout=m.dropout,
+            local_positions=max(m.context, 64) + 1,  # a timestep (or a text) never exceeds the context
+            patch=cfg.data.patch,
+            smooth_bins=m.smooth_bins,
         )
+        return GatoLearner(Gato(shape))
 
     def sampler(self, cfg: GeneralistConfig, arm: str) -> Callable:
         tasks = cfg.data.tasks if arm == "generalist" else [arm.removeprefix("specialist-")]
