@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import contextlib
 import io
+import os
 from dataclasses import dataclass
 
 import numpy as np
@@ -120,6 +121,8 @@ def run_episodes(
     """``episodes`` episodes (env seeds ``seed`` …) in lockstep; ``prompts``: one per episode, or none.
     With ``record``, the first episode's frames come back too."""
     model.eval()
+    if record:  # frames are drawn off screen: no display, and no SDL complaint about a missing one
+        os.environ.setdefault("SDL_VIDEODRIVER", "dummy")
     envs = [task.make(render_mode="rgb_array" if record and i == 0 else None) for i in range(episodes)]
     space = control.action_space(envs[0])
     low, high = space.legal_ids()
