@@ -13,10 +13,12 @@ files. The headline mean error is over the 19 tasks with full data (``headline_t
 20-task mean and the task-3 error are reported beside it.
 
 ``paper`` preset (App. C): input embedding 128, 8 heads, a one-layer transition of 128, attention
-dropout 0.1, N = 10, β = 0.01, Adam 3e-4, batch 64, stories up to 320 sentences of 11 words.
+dropout 0.1 (on the attention weights only, as App. C says), N = 10, β = 0.01, Adam 3e-4,
+batch 64, stories up to 320 sentences of 11 words.
 ``quick``: width 64, 4 heads, N = 6 on the last 50 sentences (MemN2N's memory), 6k updates:
 the paper's width was far too slow on a CPU (docs/babi.md). Deviations (both presets): attention
-width = model width (the paper states an attention hidden size of 512); λ_p = 0.2 and ACT
+width = model width (the paper states an attention hidden size of 512); the learned positional
+mask starts at MemN2N's centred form (the paper does not say how it starts); λ_p = 0.2 and ACT
 τ = 0.01 fixed (the paper searches λ_p in (0, 1]); the number of updates is ours (the paper
 reports steps to solve the tasks: 1,658 for PonderNet).
 """
@@ -90,11 +92,13 @@ class PonderNetBabi(Experiment):
             "width 64, 4 heads, N = 6 (paper: 128, 8 heads, N = 10): a 2-core CPU budget",
             "6k updates, Adam lr 1e-3 with warm-up and cosine decay (paper: 3e-4; updates not stated)",
             "qa3 trained from the 1k file (the en-10k qa3 training file is missing)",
-            "attention width 128 (paper: attention hidden 512); lambda_p 0.2, tau 0.01 fixed",
+            "attention width = model width (paper: attention hidden 512); lambda_p 0.2, tau 0.01 fixed",
+            "the learned word-position mask starts at MemN2N's centred form (the paper does not say)",
         ],
         "paper": [
             "qa3 trained from the 1k file (the en-10k qa3 training file is missing)",
-            "attention width 128 (paper: attention hidden 512); lambda_p 0.2, tau 0.01 fixed",
+            "attention width = model width (paper: attention hidden 512); lambda_p 0.2, tau 0.01 fixed",
+            "the learned word-position mask starts at MemN2N's centred form (the paper does not say)",
             "100k updates: ours (the paper does not state it)",
         ],
     }
