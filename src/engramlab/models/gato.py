@@ -170,9 +170,12 @@ class Gato(nn.Module):
         if key_mask is not None or past:
             total = past + ids.shape[1]
             rows = torch.arange(past, total, device=ids.device)[:, None]
-            mask = (torch.arange(total, device=ids.device)[None] <= rows)[None, None]  # causal, (1, 1, T, total)
+            columns = torch.arange(total, device=ids.device)[None]
+            mask = (columns <= rows)[None, None]  # causal, (1, 1, T, total)
             if key_mask is not None:
-                mask = mask & key_mask[:, None, None, :]
+                # padding is never attended to, except by itself: a query with no key at all
+                # would give NaN on older PyTorch versions, and NaN times a zero weight spreads
+                mask = mask & (key_mask[:, None, None, :] | (columns == rows)[None, None])
         new_cache = []
         for i, block in enumerate(self.blocks):
             x, kv = block(x, mask, cache[i] if cache else None)
