@@ -76,6 +76,8 @@ def test_a_generalist_run_reports_scores_per_task_beside_specialists_and_retriev
         assert {f"generalist/{task}", f"specialist/{task}", f"nearest-neighbour/{task}"} <= set(metrics)
     assert set(summary["arms"]) == {"generalist", "specialist-cartpole", "specialist-babyai-gotoredballgrey"}
     assert summary["arms"]["specialist-cartpole"]["steps"] == 10  # 20 updates x 0.8 / 2 tasks, at least one log window
+    logged = [json.loads(line) for line in (run_dir / "generalist" / "metrics.jsonl").read_text().splitlines()]
+    assert any("train/loss" in row for row in logged) and any("eval/fixed_batch_loss" in row for row in logged)
     for plot in ("threshold_curve.png", "task_scores.png", "learning_curves.png", "agent.gif"):
         assert (run_dir / "plots" / plot).stat().st_size > 0
     assert sorted(p.name for p in cache.iterdir()) == [

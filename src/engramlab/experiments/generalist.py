@@ -146,7 +146,7 @@ class GatoLearner(nn.Module):
 
     def forward(self, batch: data_lib.Batch):
         loss = self.gato.loss(batch.ids, batch.local, batch.target, batch.is_patch, batch.pixels, batch.intervals)
-        return loss, {}
+        return loss, {"loss": loss.detach()}
 
 
 def task_data(cfg: GeneralistConfig, name: str) -> control.TaskData:
