@@ -63,3 +63,27 @@ def test_prompts_and_recording():
     prompt = tok.timesteps(control.observation_ids(task, torch.zeros(3, 4)), tok.discrete_ids(torch.ones(3, 1)))
     rollouts = run_episodes(model, task, episodes=2, seed=0, context=256, prompts=[prompt, prompt], record=True)
     assert len(rollouts.frames) == rollouts.lengths[0] and rollouts.frames[0].ndim == 3
+
+
+def test_captions_are_decoded_with_the_token_layout_of_training():
+    """Greedy captioning with the cache picks, at every place, the text token that a full pass over
+    the training layout (patches, then the text as its own timestep) ranks first."""
+    from engramlab.models.gato_agent import caption_ids
+    from engramlab.tasks import generalist as data_lib
+
+    torch.manual_seed(0)
+    model = Gato(GatoConfig(layers=2, width=32, heads=4, mlp=64, dropout=0.0, patch=4, patch_groups=4)).eval()
+    images = torch.rand(2, 1, 8, 8)
+    written = caption_ids(model, images, patch=4, longest=6)
+    allowed = torch.full((tok.VOCAB_SIZE,), float("-inf"))
+    allowed[:256], allowed[tok.END] = 0, 0
+    for image, text in zip(images, written):
+        builder = data_lib.CorpusBuilder()
+        data_lib.add_captions(builder, image[None], [""], patch=4)  # the layout, with an empty caption...
+        corpus = builder.build((1, 4, 4))
+        ids = torch.cat([corpus.ids[:4], text])  # ...then the written ids as the text timestep
+        local = torch.cat([corpus.local[:4], torch.arange(1, len(text) + 1)])
+        with torch.no_grad():
+            logits, _ = model(ids[None], local[None], (ids == tok.PATCH)[None], corpus.pixels, corpus.intervals)
+        chosen = (logits[0, 3:-1] + allowed).argmax(-1)  # each text token from the place before it
+        assert len(text) == 6 and torch.equal(chosen, text)

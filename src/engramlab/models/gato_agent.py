@@ -173,9 +173,15 @@ def run_episodes(
     return Rollouts(returns, lengths, frames)
 
 
-@torch.no_grad()
 def caption(model: Gato, images: Tensor, patch: int, longest: int = 32) -> list[str]:
     """Greedy captions of images (N, C, H, W) in [0, 1]: the patches, then text until ``END``."""
+    return [tok.text_of(row) for row in caption_ids(model, images, patch, longest)]
+
+
+@torch.no_grad()
+def caption_ids(model: Gato, images: Tensor, patch: int, longest: int = 32) -> Tensor:
+    """(N, ≤ longest) greedy text ids after each image's patches, laid out as in training: the
+    patches are one timestep, the caption is another (local positions restart at 1)."""
     model.eval()
     pixels = tok.image_patches(images, patch)
     n, patches = pixels.shape[:2]
@@ -193,6 +199,5 @@ def caption(model: Gato, images: Tensor, patch: int, longest: int = 32) -> list[
         done |= choice == tok.END
         if done.all():
             break
-        position = torch.full((n, 1), patches + 1 + place)
-        logits, cache = model(choice[:, None], position, cache=cache)
-    return [tok.text_of(row) for row in torch.stack(written, dim=1)]
+        logits, cache = model(choice[:, None], torch.full((n, 1), place + 1), cache=cache)
+    return torch.stack(written, dim=1)
