@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import Any, ClassVar
 
 import torch
+from pydantic import model_validator
 from torch import nn
 
 from engramlab.config import Config
@@ -33,6 +34,21 @@ class PaperNumber:
     value: float | None
     text: str
     source: str
+
+
+class HeadsDivideHidden(Config):
+    """A model config whose attention splits its width (the field ``width_field``) into ``heads``
+    equal parts: checked when the config is read, so a bad pair is one error line and no run
+    directory is written."""
+
+    width_field: ClassVar[str] = "hidden"
+
+    @model_validator(mode="after")
+    def _heads_divide_width(self):
+        width = getattr(self, self.width_field)
+        if width % self.heads:
+            raise ValueError(f"model.{self.width_field} ({width}) must be a multiple of model.heads ({self.heads})")
+        return self
 
 
 class Experiment:

@@ -180,6 +180,12 @@ def build_sampler(cfg: GeneralistConfig, tasks: list[str], with_other_modalities
     )
 
 
+def evaluation_seed(cfg: GeneralistConfig, task: str) -> int:
+    """First environment seed of a task's evaluation episodes: apart from the data's seeds and
+    from every other task's, the same for every arm (and for the GIF)."""
+    return 10_000 + 1000 * cfg.data.tasks.index(task)
+
+
 def demonstration_prompts(data: control.TaskData, count: int, context: int, seed: int):
     """One prompt per episode: the last timesteps (≤ half the context) of a random expert episode,
     with its mission, as training's prompts taken from an episode's end (§3.3)."""
@@ -293,10 +299,10 @@ class Generalist(Experiment):
     def evaluate(self, cfg: GeneralistConfig, arm: str, model: GatoLearner) -> dict[str, Any]:
         gato = model.gato
         tasks = cfg.data.tasks if arm == "generalist" else [arm.removeprefix("specialist-")]
-        results: dict[str, Any] = {"tasks": {}}
-        for i, name in enumerate(tasks):
-            data = task_data(cfg, name)
-            results["tasks"][name] = self.rollouts(cfg, gato, data, seed=10_000 + 1000 * i)
+        datas = {name: task_data(cfg, name) for name in tasks}  # each task's cache read once
+        results: dict[str, Any] = {
+            "tasks": {name: self.rollouts(cfg, gato, data, evaluation_seed(cfg, name)) for name, data in datas.items()}
+        }
         if arm == "generalist":
             if cfg.data.caption_images:
                 images, captions = captioned_images(cfg, "test")
@@ -308,9 +314,8 @@ class Generalist(Experiment):
                 from engramlab.models.nearest_neighbour import run_episodes as nn_episodes
 
                 results["nearest_neighbour"] = {}
-                for i, name in enumerate(tasks):
-                    data = task_data(cfg, name)
-                    returns = nn_episodes(NearestNeighbourAgent(data), cfg.eval.episodes, 10_000 + 1000 * i)
+                for name, data in datas.items():
+                    returns = nn_episodes(NearestNeighbourAgent(data), cfg.eval.episodes, evaluation_seed(cfg, name))
                     results["nearest_neighbour"][name] = float(data.normalised(returns.mean()))
         return results
 

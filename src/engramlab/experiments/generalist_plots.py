@@ -79,13 +79,13 @@ def agent_gif(exp, cfg, run_dir: Path, path: Path, seconds_per_frame: float = 0.
     """The trained generalist's first prompted evaluation episode of ``eval.record``, as a GIF."""
     from PIL import Image
 
-    from engramlab.experiments.generalist import demonstration_prompts, task_data
+    from engramlab.experiments.generalist import demonstration_prompts, evaluation_seed, task_data
     from engramlab.experiments.runner import load_arm_model
     from engramlab.models.gato_agent import run_episodes
 
     gato = load_arm_model(exp, cfg, run_dir, "generalist").gato
     data = task_data(cfg, cfg.eval.record)
-    seed = 10_000 + 1000 * cfg.data.tasks.index(cfg.eval.record)
+    seed = evaluation_seed(cfg, cfg.eval.record)
     prompts = demonstration_prompts(data, 1, cfg.model.context, seed)
     frames = run_episodes(gato, data.task, 1, seed, cfg.model.context, prompts, cfg.eval.greedy, record=True).frames
     images = [Image.fromarray(f).resize((f.shape[1] // 2, f.shape[0] // 2)) for f in frames[::2]]

@@ -30,8 +30,7 @@ import torch
 from pydantic import Field
 
 from engramlab.experiments import babi_common as babi
-from engramlab.experiments.base import PaperNumber
-from engramlab.experiments.memo_pai import HeadsDivideHidden
+from engramlab.experiments.base import HeadsDivideHidden, PaperNumber
 from engramlab.experiments.pondernet_babi import PonderBabiConfig, PonderNetBabi
 from engramlab.models.memo import BabiMEMOStep
 from engramlab.ponder.halting import FixedDepth, PonderNet, Reinforce

@@ -31,36 +31,21 @@ from __future__ import annotations
 import string
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any, ClassVar, Literal
+from typing import Any, Literal
 
 import torch
 import torch.nn.functional as F
-from pydantic import Field, model_validator
+from pydantic import Field
 from torch import nn
 
 from engramlab.config import Config
-from engramlab.experiments.base import Experiment, PaperNumber
+from engramlab.experiments.base import Experiment, HeadsDivideHidden, PaperNumber
 from engramlab.models.memo import MEMOStep, PAITransformerStep, pack
 from engramlab.ponder.halting import FixedDepth, PonderNet, Reinforce
 from engramlab.tasks.pai import PAIBatch, PAIConfig, PAITask
 from engramlab.train.loop import TrainConfig
 
 Arm = Literal["memo-pondernet", "memo-reinforce", "memo-fixed", "ut", "ut-pondernet"]
-
-
-class HeadsDivideHidden(Config):
-    """A model config whose attention splits its width (the field ``width_field``) into ``heads``
-    equal parts: checked when the config is read, so a bad pair is one error line and no run
-    directory is written."""
-
-    width_field: ClassVar[str] = "hidden"
-
-    @model_validator(mode="after")
-    def _heads_divide_width(self):
-        width = getattr(self, self.width_field)
-        if width % self.heads:
-            raise ValueError(f"model.{self.width_field} ({width}) must be a multiple of model.heads ({self.heads})")
-        return self
 
 
 class ModelConfig(HeadsDivideHidden):

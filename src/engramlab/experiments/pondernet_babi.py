@@ -34,8 +34,7 @@ from pydantic import Field
 
 from engramlab.config import Config
 from engramlab.experiments import babi_common as babi
-from engramlab.experiments.base import Experiment, PaperNumber
-from engramlab.experiments.memo_pai import HeadsDivideHidden
+from engramlab.experiments.base import Experiment, HeadsDivideHidden, PaperNumber
 from engramlab.models.babi_ut import BabiUTStep
 from engramlab.ponder.halting import ACT, FixedDepth, PonderNet
 from engramlab.train.loop import TrainConfig
