@@ -107,6 +107,21 @@ def test_fine_tuning_needs_a_finished_generalist_run(tmp_path, capsys):
     assert not (tmp_path / "generalist-finetune").exists()
 
 
+def test_fine_tuning_refuses_a_task_the_generalist_trained_on(generalist_run, tmp_path, capsys):
+    run_dir, _ = generalist_run
+    assert (
+        main(["run", "generalist-finetune", "--out", str(tmp_path), *sets(f"pretrained={run_dir}", "tasks=[cartpole]")])
+        == 2
+    )
+    assert "tasks ['cartpole']: the pretrained generalist trained on them" in capsys.readouterr().err
+    assert (
+        main(["run", "generalist-finetune", "--out", str(tmp_path), *sets(f"pretrained={run_dir}", "tasks=[cartpol]")])
+        == 2
+    )
+    assert "unknown control task 'cartpol'" in capsys.readouterr().err
+    assert not (tmp_path / "generalist-finetune").exists()
+
+
 @pytest.mark.parametrize(
     ("overrides", "message"),
     [

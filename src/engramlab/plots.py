@@ -24,11 +24,16 @@ ARM_COLORS = {
     "ntm": "tab:green",
     "knn": "tab:purple",
     "xl": "tab:cyan",
+    "generalist": "black",
 }
 
 
-def color(arm: str, index: int) -> str:
-    return ARM_COLORS.get(arm, f"C{index % 10}")
+def color(arm: str, index: int):
+    """An arm's fixed colour, else the index-th of matplotlib's cycle; past 10 arms the light
+    shades of tab20, so a plot of up to 20 arms repeats no colour."""
+    if arm in ARM_COLORS:
+        return ARM_COLORS[arm]
+    return f"C{index}" if index < 10 else plt.get_cmap("tab20")((2 * index + 1) % 20)
 
 
 def save(fig, path: Path) -> Path:

@@ -20,7 +20,8 @@ and, evaluated inside the generalist's arm, a 1-nearest-neighbour retrieval agen
 expert data (:mod:`engramlab.models.nearest_neighbour`).
 
 Evaluation (§4.1): ``eval.episodes`` rollouts per task in the real environment, with a prompt
-(the end of a successful expert episode of the task, as in training's prompts) and without;
+(timesteps of a successful expert episode of the task, drawn as training's prompts are: half
+from the episode's end, half from anywhere in it, §3.3) and without;
 the normalised score is 0 for the random policy and 1 for the expert (both measured on our
 environments); the headline is the fraction of training tasks ≥ 50 % (and ≥ 80 %) with
 prompts. Captioning: exact-match accuracy of greedy captions of held-out images (chance: 10 %).
@@ -187,8 +188,9 @@ def evaluation_seed(cfg: GeneralistConfig, task: str) -> int:
 
 
 def demonstration_prompts(data: control.TaskData, count: int, context: int, seed: int):
-    """One prompt per episode: the last timesteps (≤ half the context) of a random expert episode,
-    with its mission, as training's prompts taken from an episode's end (§3.3)."""
+    """One prompt per episode: timesteps (≤ half the context) of a random expert episode with its
+    mission, drawn exactly as training's prompts (half from the episode's end, half from anywhere
+    in it, §3.3), so evaluation conditions the model as training did."""
     builder = data_lib.CorpusBuilder()
     table = data_lib.episode_table([data_lib.add_control_task(builder, data)])
     corpus = builder.build()

@@ -2,8 +2,9 @@
 model trained from scratch on them (Reed et al. 2022, "A Generalist Agent", §5.2).
 
 ``pretrained`` names a finished ``engram run generalist`` directory; its config fixes the model's
-shape, the data settings and the held-out tasks (``data.held_out``, never trained on there). For
-each held-out task and each number of demonstrations (the first expert episodes of the task's
+shape and the data settings. ``tasks`` are the tasks to transfer to (by default its
+``data.held_out``); none of them may be one it trained on. For each such task and each number of
+demonstrations (the first expert episodes of the task's
 cached data, kept ≥ 80 % of the expert as in training), two arms train on the same batches:
 
 - ``<task>-<n>demos-pretrained``: starts from the generalist's weights;
@@ -21,13 +22,14 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-from pydantic import Field
+from pydantic import Field, field_validator
 
 from engramlab.config import Config, load_yaml
 from engramlab.errors import ConfigError
 from engramlab.experiments.base import Experiment, PaperNumber
 from engramlab.experiments.generalist import Generalist, GeneralistConfig, demonstration_prompts, task_data
 from engramlab.models.gato_agent import run_episodes
+from engramlab.tasks import control
 from engramlab.tasks import generalist as data_lib
 from engramlab.train.checkpoint import load_checkpoint
 from engramlab.train.loop import TrainConfig
@@ -41,9 +43,19 @@ class EvalConfig(Config):
 class FinetuneConfig(Config):
     seed: int = Field(0, description="seed of initialisation (scratch arms) and batches")
     pretrained: str = Field("", description="run directory of a finished `engram run generalist`")
+    tasks: list[str] = Field(
+        [], description="tasks fine-tuned on ([]: the pretrained run's data.held_out); none may be one it trained on"
+    )
     demonstrations: list[int] = Field([10, 100], min_length=1, description="expert episodes fine-tuned on")
     train: TrainConfig = TrainConfig(steps=1000, batch_size=32, optimizer="adamw", lr=1e-4, eval_every=250)
     eval: EvalConfig = EvalConfig()
+
+    @field_validator("tasks")
+    @classmethod
+    def _known(cls, names: list[str]) -> list[str]:
+        for name in names:
+            control.get_task(name)  # an unknown name is one clear error, before a run directory exists
+        return names
 
 
 def pretrained_config(cfg: FinetuneConfig) -> GeneralistConfig:
@@ -79,13 +91,20 @@ class GeneralistFinetune(Experiment):
     ]
 
     def prepare(self, cfg: FinetuneConfig) -> FinetuneConfig:
-        pretrained_config(cfg)
+        base = pretrained_config(cfg)
+        for task in {parse_arm(arm)[0] for arm in self.arms(cfg)}:  # generate (or find) their episodes once
+            task_data(base, task)
         return cfg
 
     def arms(self, cfg: FinetuneConfig) -> list[str]:
-        tasks = pretrained_config(cfg).data.held_out
+        base = pretrained_config(cfg)
+        tasks = cfg.tasks or base.data.held_out
         if not tasks:
-            raise ConfigError(f"{cfg.pretrained}: its data.held_out is empty, nothing to fine-tune on")
+            raise ConfigError(
+                f"{cfg.pretrained}: its data.held_out is empty and no tasks are given, nothing to fine-tune on"
+            )
+        if trained := sorted(set(tasks) & set(base.data.tasks)):
+            raise ConfigError(f"tasks {trained}: the pretrained generalist trained on them (they must be held out)")
         return [
             f"{t}-{n}demos-{start}" for t in tasks for n in cfg.demonstrations for start in ("pretrained", "scratch")
         ]

@@ -122,7 +122,10 @@ TASKS: dict[str, ControlTask] = {
         ControlTask("lunarlander", "LunarLander-v3", _stateless(lunar_lander_expert)),
         *[
             ControlTask(f"babyai-{level.lower()}", f"BabyAI-{level}-v0", BabyAIExpert, babyai=True)
-            for level in ["GoToRedBallGrey", "GoToRedBall", "GoToObj", "GoToLocal", "PickupLoc", "GoToDoor", "OpenDoor"]
+            for level in [
+                *["GoToRedBallGrey", "GoToRedBall", "GoToObj", "GoToLocal", "PickupLoc", "GoToDoor", "OpenDoor"],
+                *["GoToRedBlueBall", "OpenRedDoor"],  # kept for transfer: close kin of trained levels
+            ]
         ],
     ]
 }
