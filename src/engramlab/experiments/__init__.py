@@ -20,6 +20,7 @@ REGISTRY: dict[str, str] = {
     "memo-babi": "engramlab.experiments.memo_babi",
     "generalist": "engramlab.experiments.generalist",
     "generalist-finetune": "engramlab.experiments.generalist_finetune",
+    "evolved-rule": "engramlab.experiments.evolved_rule",
 }
 
 __all__ = ["Experiment", "PaperNumber", "REGISTRY", "get_experiment", "all_experiments"]

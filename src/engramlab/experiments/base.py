@@ -80,6 +80,24 @@ class Experiment:
         """The training schedule (a ``TrainConfig``) of one arm. Default: ``cfg.train`` for every arm."""
         return cfg.train
 
+    def fit(self, cfg: Config, arm: str, model: nn.Module, directory: Path, *, progress, resume: bool, device: str):
+        """Train one arm into ``directory`` and return a ``TrainResult``. Default: the one gradient
+        training loop on :meth:`sampler` with :meth:`train_config`; evolved arms override this with
+        :func:`engramlab.evolve.loop.evolve`."""
+        from engramlab.train.loop import train
+
+        return train(
+            model,
+            self.sampler(cfg, arm),
+            self.train_config(cfg, arm),
+            directory,
+            seed=self.seed_of(cfg),
+            monitor=self.monitor(cfg, arm),
+            progress=progress,
+            resume=resume,
+            device=device,
+        )
+
     def sampler(self, cfg: Config, arm: str) -> Callable[[int, torch.Generator], Any]:
         """``sample(batch_size, generator) -> batch`` for training."""
         raise NotImplementedError

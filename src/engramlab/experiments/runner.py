@@ -27,7 +27,6 @@ from engramlab.errors import EngramError, RunDirError
 from engramlab.experiments.base import Experiment
 from engramlab.train import distributed as dist
 from engramlab.train.checkpoint import atomic_write_text, load_checkpoint
-from engramlab.train.loop import train
 from engramlab.train.progress import Bar, BarBoard, QueueReporter
 from engramlab.train.rundir import (
     CONFIG_NAME,
@@ -138,17 +137,7 @@ def run_arm(
     arm_path = Path(arm_dir)
     model = exp.build(cfg, arm)
     reporter = QueueReporter(arm, channel) if channel is not None else Bar(arm, enabled=progress and dist.is_main())
-    result = train(
-        model,
-        exp.sampler(cfg, arm),
-        exp.train_config(cfg, arm),
-        arm_path,
-        seed=exp.seed_of(cfg),
-        monitor=exp.monitor(cfg, arm),
-        progress=reporter,
-        resume=resume,
-        device=device,
-    )
+    result = exp.fit(cfg, arm, model, arm_path, progress=reporter, resume=resume, device=device)
     if not dist.is_main():
         return
     eval_clock = Stopwatch()

@@ -1,9 +1,10 @@
 """Checkpoints: one ``checkpoint.safetensors`` file written atomically (temp file + rename).
 
 One file holds everything needed to continue a run bit for bit: model weights (``model/…``),
-optimizer state (``optim/…``), the RNG states (``rng/…``) and, in the safetensors metadata, the
-step and other plain values as JSON. Because it is a single file replaced with ``os.replace``, a
-``kill -9`` at any moment leaves either the previous checkpoint or the new one, never a mix.
+optimizer state (``optim/…``) or an evolution strategy's state (``strategy/…``), the RNG states
+(``rng/…``) and, in the safetensors metadata, the step and other plain values as JSON. Because
+it is a single file replaced with ``os.replace``, a ``kill -9`` at any moment leaves either the
+previous checkpoint or the new one, never a mix.
 """
 
 from __future__ import annotations
@@ -32,11 +33,13 @@ class Checkpoint:
     optimizer: dict[str, Any] | None = None
     rng: dict[str, torch.Tensor] = field(default_factory=dict)
     extra: dict[str, Any] = field(default_factory=dict)
+    strategy: dict[str, torch.Tensor] = field(default_factory=dict)  # an evolution strategy's state
 
 
 def save_checkpoint(path: Path, ckpt: Checkpoint) -> None:
     tensors = {f"model/{k}": v for k, v in ckpt.model.items()}
     tensors.update({f"rng/{k}": v for k, v in ckpt.rng.items()})
+    tensors.update({f"strategy/{k}": v for k, v in ckpt.strategy.items()})
     metadata = {"format": FORMAT, "step": str(ckpt.step), "extra": json.dumps(ckpt.extra)}
     if ckpt.optimizer is not None:
         optim_tensors, optim_meta = flatten_optimizer_state(ckpt.optimizer)
@@ -68,6 +71,7 @@ def load_checkpoint(path: Path, with_state: bool = True) -> Checkpoint:
         model=strip_prefix(tensors, "model/"),
         rng=strip_prefix(tensors, "rng/"),
         extra=json.loads(metadata.get("extra", "{}")),
+        strategy=strip_prefix(tensors, "strategy/"),
     )
     if with_state and "optimizer" in metadata:
         ckpt.optimizer = unflatten_optimizer_state(strip_prefix(tensors, "optim/"), json.loads(metadata["optimizer"]))

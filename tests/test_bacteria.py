@@ -1,0 +1,109 @@
+"""The bacteria world: motion, energy and population bookkeeping, division, learning, chemotaxis."""
+
+import math
+
+import pytest
+import torch
+
+from engramlab.evolve.bacteria import World, WorldConfig, genome_size, states
+
+
+def world(stage=1, genome=None, seed=0, **settings) -> World:
+    cfg = WorldConfig(stage=stage, **{"worlds": 2, "capacity": 32, "start_cells": 16, **settings})
+    genomes = None
+    if genome is not None:
+        genomes = torch.as_tensor(genome, dtype=torch.float32).expand(cfg.worlds, cfg.capacity, -1).clone()
+    return World(cfg, torch.Generator().manual_seed(seed), genomes)
+
+
+def always(tumble: bool, stage: int = 1) -> list[float]:
+    """A Q-table genome that (almost surely) always tumbles, or always runs, never signals."""
+    row = [0.0, 50.0] if tumble else [50.0, 0.0]
+    if stage == 2:
+        row += [50.0, 0.0]
+    return row * states(stage)
+
+
+@pytest.mark.parametrize("tumble", [True, False])
+def test_a_tumble_turns_in_place_and_a_run_goes_straight(tumble):
+    w = world(genome=always(tumble), conjugation=0.0)
+    heading, position = w.heading.clone(), w.position.clone()
+    w.step()
+    alive = w.alive
+    moved = w.offset(w.position, position).norm(dim=-1)[alive]
+    turned = torch.remainder(w.heading - heading + math.pi, 2 * math.pi) - math.pi
+    if tumble:
+        assert moved.abs().max() < 1e-4
+        assert (turned[alive].abs() > 0).all()
+    else:
+        torch.testing.assert_close(moved, torch.full_like(moved, w.cfg.speed * w.cfg.dt), atol=1e-4, rtol=0)
+        assert turned[alive].abs().max() < 1e-6
+
+
+def test_energy_and_population_are_accounted_for():
+    w = world(stage=2, divide_at=52.0, basal_cost=0.5, food_supply=5.0)
+    w.energy = torch.where(w.alive, torch.rand(w.energy.shape, generator=torch.Generator().manual_seed(1)) * 60, 0.0)
+    births = deaths = 0
+    for _ in range(40):
+        energy, cells = w.energy.sum(1), w.alive.sum(1)
+        census = w.step()
+        torch.testing.assert_close(w.energy.sum(1), energy + census.gained - census.spent - census.lost)
+        assert torch.equal(w.alive.sum(1), cells + census.births - census.deaths)
+        assert (w.energy[~w.alive] == 0).all() and (w.energy[w.alive] > 0).all()
+        births, deaths = births + census.births.sum(), deaths + census.deaths.sum()
+    assert births > 0 and deaths > 0  # the test exercised both
+
+
+def test_division_halves_energy_and_copies_the_genome_without_mutation():
+    w = world(mutation=0.0, conjugation=0.0, start_cells=1, food_supply=1e-6)
+    w.energy[:, 0] = w.cfg.divide_at + 10
+    census = w.step()
+    assert census.births.tolist() == [1, 1]
+    assert w.alive.sum(1).tolist() == [2, 2]
+    half = (w.cfg.divide_at + 10 - w.cfg.basal_cost) / 2  # the parent paid its step's cost before dividing
+    torch.testing.assert_close(w.energy[w.alive], torch.full((4,), half), atol=1e-4, rtol=0)
+    assert torch.equal(w.genome[w.alive].view(2, 2, -1)[:, 0], w.genome[w.alive].view(2, 2, -1)[:, 1])
+
+
+def test_a_full_world_makes_dividers_wait():
+    w = world(capacity=4, start_cells=4, food_supply=1e-6)
+    w.energy[:] = w.cfg.divide_at + 10
+    assert w.step().births.tolist() == [0, 0]
+    assert (w.energy > w.cfg.divide_at).all()
+
+
+def test_q_learning_update_by_hand():
+    """Stage 3: Q(s, a) += lr (r + γ max Q(s', ·) − Q(s, a)), r = reward map · feelings."""
+    w = world(stage=3, start_cells=1, capacity=2, worlds=1, exploration=0.0)
+    w.genome[0, 0] = torch.tensor([2.0, 0.0, 0.0, -1.0])  # food +2, tumbling -1
+    w.last_state[0, 0], w.last_action[0, 0], w.last_gain[0, 0] = 3, 1, 0.25
+    w.q[0, 0, 3, 1] = 0.5
+    state = w.stimulus(torch.zeros_like(w.alive))[0, 0]
+    w.q[0, 0, state] = torch.tensor([0.2, 0.7]) if state != 3 else w.q[0, 0, state]
+    best = w.q[0, 0, state].max()
+    w.learn(w.stimulus(torch.zeros_like(w.alive)), w.squared_distances())
+    reward = 2.0 * 0.25 - 1.0
+    expected = 0.5 + w.cfg.learning_rate * (reward + w.cfg.discount * best - 0.5)
+    torch.testing.assert_close(w.q[0, 0, 3, 1], torch.tensor(float(expected)))
+
+
+def test_chemotaxis_gets_closer_to_food_than_a_random_walk():
+    """Tumble more when the food falls off, less when it rises: the colony ends nearer the food than
+    cells tumbling at E. coli's unbiased rate (runs of about 1 s)."""
+    unbiased = [1.1, -1.1]  # Q(run), Q(tumble): p(tumble) = σ(-2.2) ≈ 0.1 per 0.1 s step
+    chemotactic = ([0.0, 0.0] + unbiased + [2.0, -2.0]) * 2  # falling, steady, rising; in food or not
+    settings = dict(mutation=0.0, conjugation=0.0, food_supply=1e-6, basal_cost=1e-6, start_cells=32)
+    distances = {}
+    for name, genome in (("chemotaxis", chemotactic), ("random walk", unbiased * 6)):
+        w = world(genome=genome, **settings)
+        total = []
+        for step in range(400):
+            w.step()
+            if step >= 200:
+                total.append(w.distance_to_food()[w.alive].mean())
+        distances[name] = float(torch.stack(total).mean())
+    assert distances["chemotaxis"] < 0.8 * distances["random walk"], distances
+
+
+def test_genome_sizes_by_stage():
+    assert [genome_size(s) for s in (1, 2, 3)] == [12, 48, 4]
