@@ -9,6 +9,7 @@ from conftest import engram_cmd, sets
 
 import engramlab
 from engramlab.cli import main
+from engramlab.experiments import REGISTRY
 
 TINY = sets(
     "task.n=6",
@@ -125,9 +126,7 @@ def test_report_pools_runs_whose_presets_resolve_to_the_same_config(tiny_run, tm
         (["run", "pondernet-parity", "--set", "model.lamda_p=0.1"], "unknown config key 'model.lamda_p'"),
         (
             ["run", "no-such-experiment"],
-            "unknown experiment 'no-such-experiment' (available: generalist, generalist-finetune, memn2n-babi, "
-            "memo-babi, memo-pai, memory-copy, memory-mqar, memory-passkey, memory-recall, pondernet-babi, "
-            "pondernet-parity)",
+            f"unknown experiment 'no-such-experiment' (available: {', '.join(sorted(REGISTRY))})",
         ),
         (["run", "pondernet-parity", "--preset", "huge"], "unknown preset 'huge'"),
         (
