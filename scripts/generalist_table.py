@@ -1,0 +1,52 @@
+"""Per-task table of the generalist's quick runs: mean ± std over seeds of the normalised scores.
+
+    python scripts/generalist_table.py docs/results/generalist/quick-seed*
+
+Columns: the generalist with and without a demonstration prompt, the specialists and the 1-NN
+retrieval agent (normalised: 0 = random policy, 100 = expert, in %), then the headline shares.
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+
+import numpy as np
+import yaml
+
+COLUMNS = [
+    ("generalist, prompted", "generalist/{}"),
+    ("generalist, no prompt", "generalist/{}_no_prompt"),
+    ("specialist", "specialist/{}"),
+    ("1-NN retrieval", "nearest-neighbour/{}"),
+]
+
+
+def cell(values: list[float], scale: float = 100.0) -> str:
+    values = np.asarray(values) * scale
+    return f"{values.mean():.1f} ± {values.std():.1f}" if len(values) > 1 else f"{values[0]:.1f}"
+
+
+def main(runs: list[Path]) -> str:
+    summaries = [json.loads((run / "summary.json").read_text()) for run in runs]
+    tasks = yaml.safe_load((runs[0] / "config.yaml").read_text())["data"]["tasks"]
+    lines = ["| task | " + " | ".join(c for c, _ in COLUMNS) + " |", "|---" * (len(COLUMNS) + 1) + "|"]
+    for task in tasks:
+        row = [cell([s["metrics"][pattern.format(task)] for s in summaries]) for _, pattern in COLUMNS]
+        lines.append(f"| {task} | " + " | ".join(row) + " |")
+    means = ["generalist/mean_normalised", "generalist/mean_normalised_no_prompt", "specialist/mean_normalised"]
+    means.append("nearest-neighbour/mean_normalised")
+    lines.append("| **mean** | " + " | ".join(cell([s["metrics"][m] for s in summaries]) for m in means) + " |")
+    for share in ("50", "80"):
+        keys = [f"generalist/tasks_above_{share}", f"generalist/tasks_above_{share}_no_prompt"]
+        values = [cell([s["metrics"][k] for s in summaries]) for k in keys]
+        lines.append(f"| tasks ≥ {share} % (% of {len(tasks)}) | " + " | ".join(values) + " | | |")
+    seeds = ", ".join(str(s["seed"]) for s in summaries)
+    return f"Seeds {seeds}; mean ± std over seeds, in % of the expert.\n\n" + "\n".join(lines)
+
+
+if __name__ == "__main__":
+    if len(sys.argv) < 2:
+        sys.exit(__doc__)
+    print(main([Path(p) for p in sys.argv[1:]]))
