@@ -174,8 +174,9 @@ class World:
         table = self.genome.view(*state.shape, states(self.cfg.stage), -1)
         row = table.gather(2, state[..., None, None].expand(*state.shape, 1, table.shape[-1]))[:, :, 0]
         tumble = uniform[..., 0] < torch.sigmoid(row[..., 1] - row[..., 0])  # a softmax over run/tumble
-        signal = uniform[..., 1] < torch.sigmoid(row[..., 3] - row[..., 2]) if self.cfg.stage == 2 else None
-        return tumble, signal if signal is not None else torch.zeros_like(tumble)
+        if self.cfg.stage == 1:
+            return tumble, torch.zeros_like(tumble)
+        return tumble, uniform[..., 1] < torch.sigmoid(row[..., 3] - row[..., 2])  # quiet/signal
 
     # --- one step ---------------------------------------------------------------------------
     def step(self) -> Census:

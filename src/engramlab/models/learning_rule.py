@@ -94,7 +94,7 @@ def unpack(shape: RuleShape, genomes: Tensor) -> dict[str, Tensor]:
 def sigmoid_form(weights: Tensor, bias: Tensor) -> tuple[Tensor, Tensor]:
     """An LSTM's gate weights with the cell gate's doubled: then every gate is a sigmoid of its
     pre-activation, since tanh(x) = 2 σ(2x) − 1, and one sigmoid over the whole contiguous gate
-    tensor replaces three sigmoids and a tanh over strided slices (1.8× faster a step on a CPU)."""
+    tensor replaces three sigmoids and a tanh over strided slices (a faster step on a CPU)."""
     hidden = bias.shape[-1] // 4
     scale = torch.ones(4 * hidden, dtype=bias.dtype, device=bias.device)
     scale[2 * hidden : 3 * hidden] = 2.0
@@ -183,13 +183,9 @@ def online_logits(shape: RuleShape, genomes: Tensor, images: Tensor, labels: Ten
 
 
 class LearningRule(nn.Module):
-    """Holds one genome (the strategy's mean) as its only parameter; ``online_logits`` runs it."""
+    """Holds one genome (the strategy's mean) as its only parameter; :func:`online_logits` runs it."""
 
     def __init__(self, shape: RuleShape, seed: int = 0):
         super().__init__()
         self.shape = shape
         self.genome = nn.Parameter(initial_genome(shape, torch.Generator().manual_seed(seed)))
-
-    def online_logits(self, images: Tensor, labels: Tensor, noise: Tensor, genomes: Tensor | None = None) -> Tensor:
-        genomes = self.genome.detach()[None] if genomes is None else genomes
-        return online_logits(self.shape, genomes, images, labels, noise)

@@ -13,6 +13,7 @@ tensor operations for a whole batch at once.
 
 from __future__ import annotations
 
+import functools
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -37,8 +38,10 @@ class ImagePool:
         return ImagePool(f"{self.name}{classes}", self.images[keep], self.labels[keep])
 
 
+@functools.cache
 def sklearn_digits() -> ImagePool:
-    """The 1,797 UCI handwritten digits of scikit-learn (8 × 8, grey levels 0–16)."""
+    """The 1,797 UCI handwritten digits of scikit-learn (8 × 8, grey levels 0–16); read once per
+    process (every arm's sampler, monitor and evaluation asks for it)."""
     from sklearn.datasets import load_digits
 
     digits = load_digits()
