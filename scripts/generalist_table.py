@@ -1,9 +1,13 @@
-"""Per-task table of the generalist's quick runs: mean ± std over seeds of the normalised scores.
+"""Per-task tables of the generalist's quick runs: mean ± std over seeds of the normalised scores.
 
     python scripts/generalist_table.py docs/results/generalist/quick-seed*
+    python scripts/generalist_table.py docs/results/generalist-finetune/kin-seed*
 
-Columns: the generalist with and without a demonstration prompt, the specialists and the 1-NN
-retrieval agent (normalised: 0 = random policy, 100 = expert, in %), then the headline shares.
+Generalist runs: the generalist with and without a demonstration prompt, the specialists and the
+1-NN retrieval agent (normalised: 0 = random policy, 100 = expert, in %), then the headline
+shares. Fine-tuning runs (``engram run generalist-finetune``): per held-out task and number of
+demonstrations, fine-tuned from the generalist and from scratch, prompted and not, then the
+share of (task, demonstrations) pairs where the generalist's start wins, per seed.
 """
 
 from __future__ import annotations
@@ -28,8 +32,30 @@ def cell(values: list[float], scale: float = 100.0) -> str:
     return f"{values.mean():.1f} ± {values.std():.1f}" if len(values) > 1 else f"{values[0]:.1f}"
 
 
+def transfer_table(summaries: list[dict]) -> str:
+    columns = [
+        (f"from {'the generalist' if start == 'pretrained' else 'scratch'}, {label}", f"{{}}-{start}/normalised{key}")
+        for start in ("pretrained", "scratch")
+        for label, key in (("prompted", "_prompted"), ("no prompt", ""))
+    ]
+    lines = ["| held-out task | demos | " + " | ".join(c for c, _ in columns) + " |", "|---" * (len(columns) + 2) + "|"]
+    for arm in (a.removesuffix("-pretrained") for a in summaries[0]["arms"] if a.endswith("-pretrained")):
+        task, demos = arm.rsplit("-", 1)
+        row = [cell([s["metrics"][pattern.format(arm)] for s in summaries]) for _, pattern in columns]
+        lines.append(f"| {task} | {demos.removesuffix('demos')} | " + " | ".join(row) + " |")
+    wins = ", ".join(f"{s['metrics']['pretrained_beats_scratch']:.2f}" for s in summaries)
+    seeds = ", ".join(str(s["seed"]) for s in summaries)
+    return (
+        f"Seeds {seeds}; mean ± std over seeds, in % of the expert.\n\n"
+        + "\n".join(lines)
+        + f"\n\nShare of (task, demos) pairs where the generalist's start wins (prompted), by seed: {wins}"
+    )
+
+
 def main(runs: list[Path]) -> str:
     summaries = [json.loads((run / "summary.json").read_text()) for run in runs]
+    if summaries[0]["experiment"] == "generalist-finetune":
+        return transfer_table(summaries)
     tasks = yaml.safe_load((runs[0] / "config.yaml").read_text())["data"]["tasks"]
     lines = ["| task | " + " | ".join(c for c, _ in COLUMNS) + " |", "|---" * (len(COLUMNS) + 1) + "|"]
     for task in tasks:

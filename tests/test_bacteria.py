@@ -107,3 +107,94 @@ def test_chemotaxis_gets_closer_to_food_than_a_random_walk():
 
 def test_genome_sizes_by_stage():
     assert [genome_size(s) for s in (1, 2, 3)] == [12, 48, 4]
+
+
+# --- the experiment (engram run bacteria) ---------------------------------------------------------
+TINY = [
+    "world.worlds=3",
+    "world.capacity=48",
+    "world.start_cells=24",
+    "simulation.steps=200",
+    "simulation.log_every=50",
+    "simulation.checkpoint_every=100",
+    "simulation.eval_steps=300",
+    "simulation.gif_frames=3",
+    "simulation.gif_every=2",
+]
+
+
+def sets(*pairs):
+    return [arg for pair in pairs for arg in ("--set", pair)]
+
+
+@pytest.fixture(scope="module")
+def tiny_run(tmp_path_factory):
+    from engramlab.cli import main
+
+    root = tmp_path_factory.mktemp("bacteria")
+    args = ["run", "bacteria", "--out", str(root), "--no-progress", "--workers", "1", "--threads", "1"]
+    assert main([*args, *sets(*TINY)]) == 0
+    (run_dir,) = (root / "bacteria").iterdir()
+    return run_dir
+
+
+def test_a_tiny_run_measures_every_arm(tiny_run):
+    import json
+
+    summary = json.loads((tiny_run / "summary.json").read_text())
+    metrics = summary["metrics"]
+    for arm in ("stage1", "random-walk", "stage2", "stage2-deaf", "stage3"):
+        assert metrics[f"{arm}/viable"] == 1.0
+        assert 0 < metrics[f"{arm}/distance_to_food"] < metrics["uniform_distance"] * 1.5
+    # the control tumbles at E. coli's unbiased rate, dt / 1 s, whatever it senses
+    for direction in ("falling", "rising"):  # (a steady concentration is sensed too rarely to count)
+        assert metrics[f"random-walk/tumble_{direction}"] == pytest.approx(0.1, abs=0.02)
+    assert 0 <= metrics["stage2/restarts_signalling"] <= 1 and 0 <= metrics["stage2-deaf/signalling"] <= 1
+    assert metrics["stage3/viable_runs"] == 3
+    assert metrics["stage1/distance_vs_random_walk"] == pytest.approx(
+        metrics["stage1/distance_to_food"] / metrics["random-walk/distance_to_food"]
+    )
+    plots = {"distance_to_food", "tumbling", "signalling", "reward_maps"}
+    assert {f"plots/{p}.png" for p in plots} | {"plots/colony.gif"} <= set(summary["plots"])
+    arm = json.loads((tiny_run / "stage2" / "summary.json").read_text())["results"]
+    assert arm["history"]["step"] == [50, 100, 150, 200] and len(arm["history"]["population"][0]) == 3
+
+
+def test_eval_repeats_the_runs_measurement_from_the_checkpoints(tiny_run):
+    import json
+
+    from engramlab.cli import main
+
+    assert main(["eval", str(tiny_run), "--threads", "1"]) == 0
+    (out_dir,) = (tiny_run / "evals").iterdir()
+    again = json.loads((out_dir / "summary.json").read_text())["metrics"]
+    assert again == json.loads((tiny_run / "summary.json").read_text())["metrics"]
+
+
+def test_a_window_closes_into_per_world_means():
+    from engramlab.experiments.bacteria import Colony
+
+    colony = Colony(world(), records=2, window_steps=4)
+    # over 4 steps: 40 cell-steps at a summed distance of 400 µm, 10 signalling, 3 births, 1 death
+    colony.window[0] = torch.tensor([40.0, 400.0, 10.0, 3.0, 1.0])
+    row = colony.close_window(1)
+    assert row[0].tolist() == [10.0, 10.0, 0.25, 3.0, 1.0]
+    assert row[1, 1].isnan()  # a world with no cells has no distance
+    torch.testing.assert_close(colony.history[1], row, equal_nan=True)
+    assert colony.window.abs().sum() == 0 and colony.history[0].isnan().all()
+
+
+def test_uniform_distance_is_the_mean_distance_to_a_uniform_cell():
+    from engramlab.experiments.bacteria import uniform_distance
+
+    grid = (torch.arange(1000, dtype=torch.float64) + 0.5) / 1000 - 0.5  # cell centres, food at the origin
+    mean = (grid[:, None] ** 2 + grid[None] ** 2).sqrt().mean()
+    assert uniform_distance(1.0) == pytest.approx(float(mean), rel=1e-4)
+
+
+def test_the_stage_is_chosen_by_the_arm_not_by_hand(tmp_path, capsys):
+    from engramlab.cli import main
+
+    assert main(["run", "bacteria", "--out", str(tmp_path), "--set", "world.stage=3"]) == 2
+    assert "world.stage is set by each arm" in capsys.readouterr().err
+    assert not (tmp_path / "bacteria").exists()

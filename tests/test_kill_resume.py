@@ -6,68 +6,84 @@ import signal
 import subprocess
 import time
 
+import pytest
 from conftest import engram_cmd, run_checked
 
-ARGS = [
-    "run",
-    "pondernet-parity",
-    "--seed",
-    "5",
-    "--workers",
-    "2",
-    "--threads",
-    "1",
-    "--no-progress",
-    "--set",
+
+def sets(*pairs: str) -> list[str]:
+    return [arg for pair in pairs for arg in ("--set", pair)]
+
+
+PONDERNET = sets(
     "task.n=8",
-    "--set",
     "task.train_k=[1,4]",
-    "--set",
     "task.test_k=[5,8]",
-    "--set",
     "model.hidden=16",
-    "--set",
     "model.max_steps=5",
-    "--set",
     "train.steps=1200",
-    "--set",
     "train.lr=3e-3",
-    "--set",
     "train.log_every=50",
-    "--set",
     "train.eval_every=200",
-    "--set",
     "train.checkpoint_every=100",
-    "--set",
     "eval.samples_per_k=50",
-    "--set",
     "eval.monitor_samples=100",
+)
+EVOLVED_RULE = sets(  # the evolution strategy's state must survive the kill
+    "methods=[evolved-rule]",
+    "evolve.generations=600",
+    "evolve.population=8",
+    "evolve.eval_every=100",
+    "evolve.checkpoint_every=20",
+    "fitness.shots=4",
+    "eval.episodes=3",
+    "eval.shots=6",
+    "eval.after=[0,1,5]",
+)
+BACTERIA = sets(  # the simulated worlds and their random state must survive the kill
+    "methods=[stage2,stage3]",
+    "world.worlds=2",
+    "world.capacity=32",
+    "world.start_cells=16",
+    "simulation.steps=6000",
+    "simulation.log_every=100",
+    "simulation.checkpoint_every=200",
+    "simulation.eval_steps=50",
+    "simulation.gif_frames=0",
+)
+# experiment, its settings, the arm watched, the checkpoint step after which it is killed
+CASES = [
+    ("pondernet-parity", PONDERNET, "pondernet", 200),
+    ("evolved-rule", EVOLVED_RULE, "evolved-rule", 60),
+    ("bacteria", BACTERIA, "stage2", 600),
 ]
 
 
-def only_run_dir(root):
-    (run_dir,) = (root / "pondernet-parity").iterdir()
+def args(experiment: str, settings: list[str]) -> list[str]:
+    return ["run", experiment, "--seed", "5", "--workers", "2", "--threads", "1", "--no-progress", *settings]
+
+
+def only_run_dir(root, experiment):
+    (run_dir,) = (root / experiment).iterdir()
     return run_dir
 
 
-def checkpoint_steps(run_dir):
+def checkpoint_step(run_dir, arm) -> int:
     from engramlab.train.checkpoint import load_checkpoint
 
-    steps = {}
-    for arm in ("pondernet", "act", "fixed"):
-        path = run_dir / arm / "checkpoint.safetensors"
-        if path.exists():
-            steps[arm] = load_checkpoint(path, with_state=False).step
-    return steps
+    path = run_dir / arm / "checkpoint.safetensors"
+    return load_checkpoint(path, with_state=False).step if path.exists() else 0
 
 
-def test_sigkill_then_resume_gives_the_same_final_metrics(tmp_path, subprocess_env):
+@pytest.mark.parametrize("experiment, settings, arm, kill_after", CASES, ids=[c[0] for c in CASES])
+def test_sigkill_then_resume_gives_the_same_final_metrics(
+    tmp_path, subprocess_env, experiment, settings, arm, kill_after
+):
     straight_root, killed_root = tmp_path / "straight", tmp_path / "killed"
-    run_checked(engram_cmd() + ARGS + ["--out", str(straight_root)], env=subprocess_env)
-    straight = json.loads((only_run_dir(straight_root) / "summary.json").read_text())
+    run_checked(engram_cmd() + args(experiment, settings) + ["--out", str(straight_root)], env=subprocess_env)
+    straight = json.loads((only_run_dir(straight_root, experiment) / "summary.json").read_text())
 
     proc = subprocess.Popen(
-        engram_cmd() + ARGS + ["--out", str(killed_root)],
+        engram_cmd() + args(experiment, settings) + ["--out", str(killed_root)],
         env=subprocess_env,
         stdout=subprocess.DEVNULL,
         stderr=subprocess.DEVNULL,
@@ -75,25 +91,21 @@ def test_sigkill_then_resume_gives_the_same_final_metrics(tmp_path, subprocess_e
     deadline = time.time() + 120
     while time.time() < deadline:
         time.sleep(0.05)
-        if (killed_root / "pondernet-parity").exists():
-            steps = checkpoint_steps(only_run_dir(killed_root))
-            if steps.get("pondernet", 0) >= 200:
+        if (killed_root / experiment).exists():
+            if checkpoint_step(only_run_dir(killed_root, experiment), arm) >= kill_after:
                 break
     os.kill(proc.pid, signal.SIGKILL)  # the parent only: its workers must die with it
     proc.wait()
-    run_dir = only_run_dir(killed_root)
+    run_dir = only_run_dir(killed_root, experiment)
     assert not (run_dir / "summary.json").exists(), "the run should have been killed before it finished"
     time.sleep(1.0)
     frozen = {p: p.stat().st_mtime for p in run_dir.rglob("*") if p.is_file()}
     time.sleep(1.5)
     assert frozen == {p: p.stat().st_mtime for p in run_dir.rglob("*") if p.is_file()}, "orphans still write"
 
-    run_checked(
-        engram_cmd()
-        + ["run", "pondernet-parity", "--resume", str(run_dir), "--workers", "2", "--threads", "1", "--no-progress"],
-        env=subprocess_env,
-    )
+    resume = ["run", experiment, "--resume", str(run_dir), "--workers", "2", "--threads", "1", "--no-progress"]
+    run_checked(engram_cmd() + resume, env=subprocess_env)
     resumed = json.loads((run_dir / "summary.json").read_text())
     assert resumed["metrics"] == straight["metrics"]
-    arm = json.loads((run_dir / "pondernet" / "summary.json").read_text())
-    assert arm["resumed_from_step"] >= 200 or arm["resumed_from_step"] == 0
+    summary = json.loads((run_dir / arm / "summary.json").read_text())
+    assert summary["resumed_from_step"] >= kill_after or summary["resumed_from_step"] == 0

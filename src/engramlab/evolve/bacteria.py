@@ -38,7 +38,7 @@ from typing import Literal
 
 import torch
 from pydantic import Field
-from torch import Tensor
+from torch import Tensor, nn
 
 from engramlab.config import Config
 
@@ -47,8 +47,8 @@ FEELINGS = ("food", "hunger", "touch", "tumble")  # what a stage-3 reward map we
 
 class WorldConfig(Config):
     stage: Literal[1, 2, 3] = Field(1, description="1: Q-table genome; 2: plus a costly signal; 3: reward-map genome")
-    worlds: int = Field(8, ge=1, description="independent worlds (restarts) simulated at once")
-    capacity: int = Field(256, ge=2, description="most cells a world can hold")
+    worlds: int = Field(16, ge=1, description="independent worlds (restarts) simulated at once")
+    capacity: int = Field(128, ge=2, description="most cells a world can hold")
     start_cells: int = Field(64, ge=1, description="cells at the start, with random genomes")
     size: float = Field(400.0, gt=0, description="side of the square, periodic world (µm)")
     dt: float = Field(0.1, gt=0, description="seconds per step")
@@ -58,16 +58,16 @@ class WorldConfig(Config):
     food_width: float = Field(50.0, gt=0, description="standard deviation of the food patch (µm)")
     food_orbit: float = Field(100.0, ge=0, description="radius of the food centre's circular path (µm)")
     food_speed: float = Field(1.0, ge=0, description="speed of the food centre (µm/s)")
-    food_supply: float = Field(15.0, gt=0, description="energy shared out per step by the food")
+    food_supply: float = Field(8.0, gt=0, description="energy shared out per step by the food")
     in_food: float = Field(0.5, gt=0, lt=1, description="concentration above which a cell senses it is in food")
     sense_threshold: float = Field(1e-3, ge=0, description="smallest relative change of concentration sensed")
     basal_cost: float = Field(0.1, gt=0, description="energy spent per step by every cell")
-    signal_cost: float = Field(0.05, ge=0, description="extra energy per step spent signalling (stage 2)")
+    signal_cost: float = Field(0.1, ge=0, description="extra energy per step spent signalling (stage 2)")
     signal_range: float = Field(30.0, gt=0, description="distance a signal reaches (µm)")
     signal_sensed: bool = Field(True, description="stage 2: others sense the signal (false: the deaf control)")
-    start_energy: float = Field(50.0, gt=0, description="energy of the first cells")
-    divide_at: float = Field(100.0, gt=0, description="energy at which a cell divides")
-    mutation: float = Field(0.1, ge=0, description="standard deviation of the noise added to a daughter's genes")
+    start_energy: float = Field(20.0, gt=0, description="energy of the first cells")
+    divide_at: float = Field(40.0, gt=0, description="energy at which a cell divides")
+    mutation: float = Field(0.2, ge=0, description="standard deviation of the noise added to a daughter's genes")
     contact: float = Field(5.0, ge=0, description="distance at which two cells touch (µm)")
     conjugation: float = Field(0.01, ge=0, le=1, description="chance per step that a touching cell takes genes")
     learning_rate: float = Field(0.1, gt=0, le=1, description="stage 3: Q-learning rate")
@@ -97,30 +97,37 @@ def genome_size(stage: int) -> int:
     return states(stage) * (2 if stage == 1 else 4)  # Q for run/tumble (and quiet/signal)
 
 
-class World:
+class World(nn.Module):
     """``worlds`` independent worlds advanced together; see the module docstring."""
 
     def __init__(self, cfg: WorldConfig, generator: torch.Generator, genomes: Tensor | None = None):
+        super().__init__()
         self.cfg, self.g = cfg, generator
         w, n, c = cfg.worlds, cfg.capacity, cfg.start_cells
-        self.alive = torch.zeros(w, n, dtype=torch.bool)
-        self.alive[:, :c] = True
-        self.position = torch.rand(w, n, 2, generator=generator) * cfg.size
-        self.heading = torch.rand(w, n, generator=generator) * 2 * math.pi
-        self.energy = torch.where(self.alive, cfg.start_energy, 0.0)
+        alive = torch.zeros(w, n, dtype=torch.bool)
+        alive[:, :c] = True
         start = torch.randn(w, n, genome_size(cfg.stage), generator=generator) if genomes is None else genomes
-        self.genome = start * self.alive[..., None]
-        self.fast = torch.zeros(w, n)  # concentration averaged over ≈ 1 s
-        self.slow = torch.zeros(w, n)  # … and over ≈ 3 s
-        self.signalling = torch.zeros(w, n, dtype=torch.bool)
-        self.q = torch.zeros(w, n, states(cfg.stage), 2)  # stage 3: learned within a lifetime
-        self.last_state = torch.zeros(w, n, dtype=torch.long)
-        self.last_action = torch.zeros(w, n, dtype=torch.long)
-        self.last_gain = torch.zeros(w, n)
-        self.food_phase = torch.rand(w, generator=generator) * 2 * math.pi
-        self.time = 0
-        self.not_self = ~torch.eye(n, dtype=torch.bool)
-        self.concentration = self.sense()
+        # every piece of state is a buffer, so the world's state_dict is a checkpoint of it (with self.g's state)
+        state = {
+            "alive": alive,
+            "position": torch.rand(w, n, 2, generator=generator) * cfg.size,
+            "heading": torch.rand(w, n, generator=generator) * 2 * math.pi,
+            "energy": torch.where(alive, cfg.start_energy, 0.0),
+            "genome": start * alive[..., None],
+            "fast": torch.zeros(w, n),  # concentration averaged over ≈ 1 s
+            "slow": torch.zeros(w, n),  # … and over ≈ 3 s
+            "signalling": torch.zeros(w, n, dtype=torch.bool),
+            "q": torch.zeros(w, n, states(cfg.stage), 2),  # stage 3: learned within a lifetime
+            "last_state": torch.zeros(w, n, dtype=torch.long),
+            "last_action": torch.zeros(w, n, dtype=torch.long),
+            "last_gain": torch.zeros(w, n),
+            "food_phase": torch.rand(w, generator=generator) * 2 * math.pi,
+            "time": torch.zeros((), dtype=torch.long),
+        }
+        for name, value in state.items():
+            self.register_buffer(name, value)
+        self.register_buffer("not_self", ~torch.eye(n, dtype=torch.bool), persistent=False)
+        self.register_buffer("concentration", self.sense())
 
     # --- the world --------------------------------------------------------------------------
     def food_centre(self) -> Tensor:
@@ -147,8 +154,9 @@ class World:
         size, total = self.cfg.size, 0.0
         for axis in range(2):
             x = self.position[..., axis]
-            d = torch.remainder(x[:, :, None] - x[:, None] + size / 2, size) - size / 2
-            total = total + d * d
+            d = (x[:, :, None] - x[:, None]).abs_()
+            d = torch.minimum(d, size - d)  # the shorter way round (half the time of a remainder)
+            total = total + d.mul_(d)
         pair = self.alive[:, :, None] & self.alive[:, None] & self.not_self
         return total.masked_fill(~pair, math.inf)
 
@@ -196,8 +204,9 @@ class World:
 
         self.concentration = self.sense() * self.alive
         fast, slow = cfg.dt / 1.0, cfg.dt / 3.0
-        self.fast += fast * (self.concentration - self.fast)
-        self.slow += slow * (self.concentration - self.slow)
+        # the dead sense nothing (left to decay, their averages would pass through slow subnormal floats)
+        self.fast = (self.fast + fast * (self.concentration - self.fast)) * self.alive
+        self.slow = (self.slow + slow * (self.concentration - self.slow)) * self.alive
         share = self.concentration / (self.concentration.sum(1, keepdim=True) + 1e-9)
         gained = cfg.food_supply * share
         spent = (cfg.basal_cost + cfg.signal_cost * signal) * self.alive

@@ -21,6 +21,7 @@ REGISTRY: dict[str, str] = {
     "generalist": "engramlab.experiments.generalist",
     "generalist-finetune": "engramlab.experiments.generalist_finetune",
     "evolved-rule": "engramlab.experiments.evolved_rule",
+    "bacteria": "engramlab.experiments.bacteria",
 }
 
 __all__ = ["Experiment", "PaperNumber", "REGISTRY", "get_experiment", "all_experiments"]
