@@ -4,7 +4,15 @@ each example is predicted before it is learned."""
 import torch
 from torch import nn
 
-from engramlab.models.learning_rule import RuleShape, initial_genome, lstm_step, online_logits, sigmoid_form, unpack
+from engramlab.models.learning_rule import (
+    Lifetime,
+    RuleShape,
+    initial_genome,
+    lstm_step,
+    online_logits,
+    sigmoid_form,
+    unpack,
+)
 
 SHAPE = RuleShape(inputs=6, outputs=3, message=3, synapse_hidden=4, neuron_hidden=5)
 
@@ -60,3 +68,35 @@ def test_each_example_is_predicted_before_it_is_learned():
     after = online_logits(SHAPE, population, images, changed, noise)
     torch.testing.assert_close(before[:, :5], after[:, :5])  # prediction 4 does not see label 4
     assert not torch.allclose(before[:, 5:], after[:, 5:])  # what it learned from label 4 shows later
+
+
+def test_the_error_reaches_the_synapses_in_the_learn_tick_only():
+    """VSML's direct error path: in the learn tick the synapses read the neurons' backward message
+    plus (softmax - one-hot) in its first number; in the predict tick, the message alone."""
+    extra = []
+
+    class Spy(Lifetime):
+        def synapses(self, x, backward):
+            extra.append(backward - self.backward)  # what the synapses read beyond the neurons' message
+            super().synapses(x, backward)
+
+    images, labels, noise = stream()
+    life = Spy(SHAPE, genomes(2), noise)
+    x, label = images[:1].expand(2, -1), labels[:1].expand(2)
+    logits = life.predict(x)
+    life.learn(x, logits, label)
+    assert extra[0].abs().max() == 0
+    error = logits.softmax(-1) - torch.nn.functional.one_hot(label, SHAPE.outputs)
+    torch.testing.assert_close(extra[1][..., 0], error)
+    assert extra[1][..., 1:].abs().max() == 0
+
+
+def test_the_logit_is_the_synapses_forward_message_plus_the_neurons_output():
+    images, labels, noise = stream()
+    population = genomes(2)
+    silent = population.clone()
+    parts = unpack(SHAPE, silent)  # views into silent
+    parts["neuron_forward"].zero_()
+    life = Lifetime(SHAPE, silent, noise)
+    logits = life.predict(images[:1].expand(2, -1))
+    torch.testing.assert_close(logits, life.forward_in[..., 0])  # a silent neuron passes the synapses' sum on

@@ -12,8 +12,13 @@ design we follow where the talk is silent:
   hidden states (VSML Eq. 5: averaged over inputs);
 - unlike VSML, where a neuron only sums, each output neuron is itself a cell of a second shared
   LSTM (the talk: "every neuron and every synapse"): it reads the mean forward message and the
-  error signal, and emits the prediction (the first number of its output message) and the
-  backward message its synapses read;
+  error signal, and adds its output to VSML's two direct paths. The logit is the first number
+  of the mean forward message plus the first number of the neuron's output message. The
+  backward message its synapses read is the neuron's backward message with, in the learn tick
+  only, the error signal added to its first number (VSML §3.2: the error enters the output
+  layer's backward message). With these paths one synapse LSTM alone can hold a learning rule;
+  without them every error passed through the neuron's LSTM and every prediction through its
+  memory, and the two had to evolve together before anything was learned;
 - per example, two micro-ticks (VSML §3: two ticks per example): *predict* (synapses read the
   example, the neurons read the result with no error, the prediction is taken), then *learn*
   (the neurons read the error, softmax minus one-hot, entering at the output as in VSML §3.2,
@@ -138,9 +143,11 @@ class Lifetime:
         message = F.pad(values[..., None], (0, m - 1))  # (P, A + 1, m)
         return message[:, :, None, :].expand(-1, a, b, m).reshape(len(x), a * b, m)
 
-    def synapses(self, x: Tensor) -> None:
+    def synapses(self, x: Tensor, backward: Tensor) -> None:
+        """Every synapse reads its input neuron's forward message and its output neuron's
+        ``backward`` message (P, B, m)."""
         a, b = self.shape.inputs + 1, self.shape.outputs
-        backward = self.backward[:, None].expand(-1, a, -1, -1).reshape(len(self.syn_h), a * b, -1)
+        backward = backward[:, None].expand(-1, a, -1, -1).reshape(len(self.syn_h), a * b, -1)
         inputs = torch.cat([self.input_messages(x), backward], -1)
         self.syn_h, self.syn_c = lstm_step(
             inputs, self.syn_h, self.syn_c, self.g["synapse_weights"], self.g["synapse_bias"]
@@ -155,16 +162,18 @@ class Lifetime:
             inputs, self.neu_h, self.neu_c, self.g["neuron_weights"], self.g["neuron_bias"]
         )
         self.backward = torch.bmm(self.neu_h, self.g["neuron_backward"])
-        return torch.bmm(self.neu_h, self.g["neuron_forward"])[..., 0]
+        return self.forward_in[..., 0] + torch.bmm(self.neu_h, self.g["neuron_forward"])[..., 0]
 
     def predict(self, x: Tensor) -> Tensor:
-        self.synapses(x)
+        self.synapses(x, self.backward)
         return self.neurons(torch.zeros_like(self.forward_in[..., 0]))
 
     def learn(self, x: Tensor, logits: Tensor, label: Tensor) -> None:
         error = logits.softmax(-1) - F.one_hot(label, self.shape.outputs).to(logits.dtype)
         self.neurons(error)
-        self.synapses(x)
+        # the direct error path (VSML §3.2), in the learn tick only: a synapse then tells the ticks
+        # apart, and never pairs an example with the error of the one before
+        self.synapses(x, self.backward + F.pad(error[..., None], (0, self.shape.message - 1)))
 
 
 def online_logits(shape: RuleShape, genomes: Tensor, images: Tensor, labels: Tensor, noise: Tensor) -> Tensor:
