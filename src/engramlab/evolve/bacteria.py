@@ -155,7 +155,7 @@ class World(nn.Module):
         for axis in range(2):
             x = self.position[..., axis]
             d = (x[:, :, None] - x[:, None]).abs_()
-            d = torch.minimum(d, size - d)  # the shorter way round (half the time of a remainder)
+            d = torch.minimum(d, size - d)  # the shorter way round the periodic square
             total = total + d.mul_(d)
         pair = self.alive[:, :, None] & self.alive[:, None] & self.not_self
         return total.masked_fill(~pair, math.inf)
