@@ -318,6 +318,7 @@ class EvolvedRule(Experiment):
                 ax.plot(100 * np.asarray(r[test_set]["curve"]), color=color(arm, i), label=arm, lw=1.4)
             ax.axhline(100 / cfg.data.ways, color="grey", ls=":", lw=0.8)
             ax.set_xscale("symlog", linthresh=1)
+            ax.set_xlim(0, cfg.eval.shots - 1)  # no negative ticks on the symlog axis
             ax.set_xlabel("examples of the class seen before")
             ax.set_ylabel("online accuracy (%)")
             ax.set_title(test_set.replace("_", " "))
