@@ -324,12 +324,18 @@ def uniform_distance(size: float) -> float:
     return size * (math.sqrt(2) + math.log(1 + math.sqrt(2))) / 6
 
 
+def unit_vectors(maps: np.ndarray) -> np.ndarray:
+    """Reward maps scaled to length 1: a map times a positive number teaches the same greedy
+    behaviour, so only its direction is comparable across runs."""
+    return maps / np.linalg.norm(maps, axis=1, keepdims=True)
+
+
 def reward_map_metrics(arm: str, maps: np.ndarray) -> dict[str, float]:
     """Per-feeling mean and spread of the viable runs' reward maps, raw and as unit vectors (a
     reward map times a positive number teaches the same greedy behaviour, so only its direction
     is comparable across runs)."""
     metrics = {f"{arm}/viable_runs": float(len(maps))}
-    direction = maps / np.linalg.norm(maps, axis=1, keepdims=True)
+    direction = unit_vectors(maps)
     for i, feeling in enumerate(FEELINGS):
         metrics[f"{arm}/reward_{feeling}"], metrics[f"{arm}/reward_{feeling}_std"] = spread(maps[:, i])
         metrics[f"{arm}/direction_{feeling}"], metrics[f"{arm}/direction_{feeling}_std"] = spread(direction[:, i])

@@ -10,7 +10,7 @@ import numpy as np
 import torch
 
 from engramlab.evolve.bacteria import FEELINGS
-from engramlab.experiments.bacteria import DIRECTIONS, STAGE, uniform_distance
+from engramlab.experiments.bacteria import DIRECTIONS, STAGE, uniform_distance, unit_vectors
 from engramlab.plots import color, plt, save
 
 
@@ -83,7 +83,7 @@ def reward_maps(r, path: Path) -> Path:
     """Each viable restart's mean reward map (one dot each), raw and as a unit vector."""
     viable = np.asarray(r["viable"])
     maps = np.asarray(r["reward_maps"], dtype=float)[viable]
-    direction = maps / np.linalg.norm(maps, axis=1, keepdims=True)
+    direction = unit_vectors(maps)
     jitter = np.random.default_rng(0).uniform(-0.15, 0.15, len(maps))
     fig, axes = plt.subplots(1, 2, figsize=(8.4, 3.4))
     for ax, values, title in zip(axes, (maps, direction), ("reward weights", "reward map direction (unit length)")):
