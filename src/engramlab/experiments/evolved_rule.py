@@ -89,7 +89,7 @@ class BaselineConfig(Config):
 
 
 class EvalConfig(Config):
-    episodes: int = Field(100, ge=1, description="test episodes per test set")
+    episodes: int = Field(500, ge=1, description="test episodes per test set (500: 2,500 predictions per point)")
     shots: int = Field(51, ge=2, description="images per class in a test episode (51: 'after 50' is measured)")
     after: list[int] = Field([0, 1, 5, 10, 20, 50], description="report accuracy after this many examples per class")
     select_after: int = Field(20, ge=0, description="the baselines' rate is picked by accuracy after this many")
@@ -102,7 +102,7 @@ class EvolvedRuleConfig(Config):
     data: DataConfig = DataConfig()
     model: ModelConfig = ModelConfig()
     fitness: FitnessConfig = FitnessConfig()
-    evolve: EvolveConfig = EvolveConfig(generations=1000, population=32, sigma=0.3, eval_every=50, checkpoint_every=20)
+    evolve: EvolveConfig = EvolveConfig(generations=2500, population=32, sigma=0.3, eval_every=50, checkpoint_every=20)
     baselines: BaselineConfig = BaselineConfig()
     train: TrainConfig = TrainConfig(steps=3000, batch_size=32, lr=1e-3, eval_every=500, checkpoint_every=500)
     eval: EvalConfig = EvalConfig()
@@ -179,7 +179,7 @@ class EvolvedRule(Experiment):
             "16, about 2,400; the issue: a few thousand); at 768 and 2,112 numbers sep-CMA stayed at chance "
             "in development runs of a few hundred generations",
             "neurons are LSTM cells too (the talk), added to VSML's direct paths",
-            "sep-CMA-ES, population 32, 1,000 generations of two 100-image episodes (VSML: antithetic ES, "
+            "sep-CMA-ES, population 32, 2,500 generations of two 100-image episodes (VSML: antithetic ES, "
             "population 1,024, 500-image episodes)",
             "fitness: online accuracy, as the talk and the issue (VSML: online cross-entropy)",
         ],
