@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import gzip
 import os
 import subprocess
 import sys
 from pathlib import Path
 
+import numpy as np
 import pytest
 import torch
 
@@ -45,6 +47,18 @@ def row_index_input(batch: int) -> torch.Tensor:
 def sets(*overrides: str) -> list[str]:
     """``--set`` arguments for the command line: sets("a=1", "b=2") -> ["--set", "a=1", "--set", "b=2"]."""
     return [arg for override in overrides for arg in ("--set", override)]
+
+
+def write_digits(directory, count: int = 60) -> None:
+    """An MNIST-format test set of `count` images: digit d is a bright bar at row 2d (learnable)."""
+    images = np.zeros((count, 28, 28), dtype=np.uint8)
+    labels = np.arange(count, dtype=np.uint8) % 10
+    for i, d in enumerate(labels):
+        images[i, 2 * d : 2 * d + 3] = 255
+    header = lambda magic, dims: magic.to_bytes(4, "big") + b"".join(d.to_bytes(4, "big") for d in dims)  # noqa: E731
+    pixels = header(2051, [count, 28, 28]) + images.tobytes()
+    (directory / "t10k-images-idx3-ubyte.gz").write_bytes(gzip.compress(pixels))
+    (directory / "t10k-labels-idx1-ubyte.gz").write_bytes(gzip.compress(header(2049, [count]) + labels.tobytes()))
 
 
 def engram_cmd() -> list[str]:

@@ -5,6 +5,7 @@ import json
 import pytest
 import torch
 import torch.nn.functional as F
+from conftest import write_digits
 
 from engramlab.cli import main
 from engramlab.errors import ConfigError
@@ -91,7 +92,7 @@ def sets(*pairs):
     return [arg for pair in pairs for arg in ("--set", pair)]
 
 
-def test_a_tiny_run_of_every_arm(tmp_path):
+def test_a_tiny_run_of_every_arm_then_an_eval_on_mnist(tmp_path):
     assert main(["run", "evolved-rule", "--out", str(tmp_path), "--no-progress", "--workers", "1", *sets(*TINY)]) == 0
     (run_dir,) = (tmp_path / "evolved-rule").iterdir()
     summary = json.loads((run_dir / "summary.json").read_text())
@@ -103,6 +104,17 @@ def test_a_tiny_run_of_every_arm(tmp_path):
     assert {"plots/accuracy_after_n.png", "plots/evolution.png"} <= set(summary["plots"])
     lines = (run_dir / "evolved-rule" / "metrics.jsonl").read_text().splitlines()
     assert [json.loads(line)["step"] for line in lines if "fitness/best" in line] == [1, 2, 3]
+
+    mnist = tmp_path / "mnist"
+    mnist.mkdir()
+    write_digits(mnist)
+    assert main(["eval", str(run_dir), "--threads", "1", "--set", f"data.mnist_dir={mnist}"]) == 0
+    (eval_dir,) = (run_dir / "evals").iterdir()
+    again = json.loads((eval_dir / "summary.json").read_text())["metrics"]
+    for arm in ("evolved-rule", "sgd", "adam", "meta-rnn"):
+        assert 0 <= again[f"{arm}/mnist_held_out/after_1"] <= 1
+        # the digits' episodes come from the same seed: the same numbers as the run
+        assert again[f"{arm}/held_out/after_1"] == summary["metrics"][f"{arm}/held_out/after_1"]
 
 
 def test_overlapping_classes_are_refused(tmp_path, capsys):

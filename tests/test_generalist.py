@@ -1,13 +1,11 @@
 """The generalist end to end on tiny settings, fine-tuning from it, config errors, and a tiny
 Gato that learns CartPole from tokens."""
 
-import gzip
 import json
 
-import numpy as np
 import pytest
 import torch
-from conftest import sets
+from conftest import sets, write_digits
 
 from engramlab.cli import main
 from engramlab.config import resolve
@@ -16,19 +14,6 @@ from engramlab.models.gato import Gato, GatoConfig
 from engramlab.models.gato_agent import run_episodes
 from engramlab.tasks import control
 from engramlab.tasks import generalist as data_lib
-
-
-def write_digits(directory, count: int = 60) -> None:
-    """An MNIST-format test set of `count` images: digit d is a bright bar at row 2d (learnable)."""
-    images = np.zeros((count, 28, 28), dtype=np.uint8)
-    labels = np.arange(count, dtype=np.uint8) % 10
-    for i, d in enumerate(labels):
-        images[i, 2 * d : 2 * d + 3] = 255
-    header = lambda magic, dims: magic.to_bytes(4, "big") + b"".join(d.to_bytes(4, "big") for d in dims)  # noqa: E731
-    pixels = header(2051, [count, 28, 28]) + images.tobytes()
-    (directory / "t10k-images-idx3-ubyte.gz").write_bytes(gzip.compress(pixels))
-    (directory / "t10k-labels-idx1-ubyte.gz").write_bytes(gzip.compress(header(2049, [count]) + labels.tobytes()))
-
 
 TINY = (
     "data.tasks=[cartpole,babyai-gotoredballgrey]",

@@ -164,6 +164,7 @@ class EvolvedRule(Experiment):
         "A learning rule evolved with CMA-ES (shared LSTMs in every synapse and neuron) vs SGD, Adam, a meta-RNN"
     )
     Config = EvolvedRuleConfig
+    eval_keys = ("eval.", "data.mnist_dir")  # a trained rule can be tested on MNIST afterwards
     presets = {
         "quick": {},
         "paper": {
