@@ -10,6 +10,7 @@ from conftest import write_digits
 from engramlab.cli import main
 from engramlab.errors import ConfigError
 from engramlab.models.online_learners import gradient_online_logits
+from engramlab.publish import publish_run
 from engramlab.tasks import few_shot
 
 
@@ -115,6 +116,11 @@ def test_a_tiny_run_of_every_arm_then_an_eval_on_mnist(tmp_path):
         assert 0 <= again[f"{arm}/mnist_held_out/after_1"] <= 1
         # the digits' episodes come from the same seed: the same numbers as the run
         assert again[f"{arm}/held_out/after_1"] == summary["metrics"][f"{arm}/held_out/after_1"]
+
+    published = publish_run(run_dir, tmp_path / "docs")  # the eval travels with the run
+    assert json.loads((published / "evals" / eval_dir.name / "summary.json").read_text())["metrics"] == again
+    assert (published / "evals" / eval_dir.name / "plots" / "accuracy_after_n.png").exists()
+    assert not list(published.rglob("*.safetensors"))
 
 
 def test_overlapping_classes_are_refused(tmp_path, capsys):

@@ -1,8 +1,9 @@
 """Copy what documents a finished run into ``docs/results/`` (no checkpoints, no TensorBoard events).
 
-Copies ``config.yaml``, ``run.json``, ``summary.json``, ``plots/`` and, for every arm, its
-``summary.json`` and ``metrics.jsonl`` (the learning curve), so that every published number can
-be traced to its run.
+Copies ``config.yaml``, ``run.json``, ``summary.json``, ``plots/``, for every arm its
+``summary.json`` and ``metrics.jsonl`` (the learning curve), and every later ``engram eval`` of
+the run (``evals/<timestamp>/``: its config, summary and plots), so that every published number
+can be traced to its run.
 """
 
 from __future__ import annotations
@@ -23,6 +24,13 @@ def publish_run(run_dir: Path, dest: Path) -> Path:
         shutil.copy2(run_dir / name, dest / name)
     if (run_dir / "plots").exists():
         shutil.copytree(run_dir / "plots", dest / "plots", dirs_exist_ok=True)
+    for evaluation in sorted(run_dir.glob(f"evals/*/{SUMMARY_NAME}")):
+        source, target = evaluation.parent, dest / "evals" / evaluation.parent.name
+        target.mkdir(parents=True, exist_ok=True)
+        for name in (CONFIG_NAME, SUMMARY_NAME):
+            shutil.copy2(source / name, target / name)
+        if (source / "plots").exists():
+            shutil.copytree(source / "plots", target / "plots", dirs_exist_ok=True)
     for arm_summary in run_dir.glob(f"*/{SUMMARY_NAME}"):
         arm = arm_summary.parent.name
         if arm in ("plots", "evals"):

@@ -1,0 +1,144 @@
+"""Tables of the evolution experiments' quick runs, over seeds.
+
+    python scripts/evolution_table.py docs/results/evolved-rule/quick-seed*
+    python scripts/evolution_table.py docs/results/bacteria/quick-seed*
+
+Evolved-rule runs: online accuracy on the held-out digits after n examples per class, per arm
+(mean ± std over seeds), the evolved rule's margin over SGD after 20 by seed, and the same on
+MNIST when a run holds an ``engram eval --set data.mnist_dir=...`` of it.
+
+Bacteria runs: per arm and seed, the viable restarts, the mean distance of living cells to the
+food and the signalling share; the stage-1 and stage-2 bars by seed; then the stage-3 reward
+maps of every viable restart of every seed pooled (per feeling: mean, spread, share positive,
+and the same for the maps scaled to length 1).
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+
+import numpy as np
+
+ARMS = ("evolved-rule", "sgd", "adam", "meta-rnn")
+FEELINGS = ("food", "hunger", "touch", "tumble")
+
+
+def cell(values: list[float], scale: float = 100.0, digits: int = 1) -> str:
+    values = np.asarray(values) * scale
+    if len(values) == 1:
+        return f"{values[0]:.{digits}f}"
+    return f"{values.mean():.{digits}f} ± {values.std():.{digits}f}"
+
+
+def accuracy_table(metrics: list[dict], test_set: str, after: list[int]) -> str:
+    lines = ["| arm | " + " | ".join(f"after {n}" for n in after) + " |", "|---" * (len(after) + 1) + "|"]
+    for arm in ARMS:
+        row = [cell([m[f"{arm}/{test_set}/after_{n}"] for m in metrics]) for n in after]
+        lines.append(f"| {arm} | " + " | ".join(row) + " |")
+    margin = [100 * (m[f"evolved-rule/{test_set}/after_20"] - m[f"sgd/{test_set}/after_20"]) for m in metrics]
+    margins = ", ".join(f"{x:+.1f}" for x in margin)
+    return "\n".join(lines) + f"\n\nEvolved rule minus SGD after 20 examples, by seed (points): {margins}"
+
+
+def mnist_metrics(run: Path) -> dict | None:
+    for summary in sorted(run.glob("evals/*/summary.json")):
+        metrics = json.loads(summary.read_text())["metrics"]
+        if "evolved-rule/mnist_held_out/after_20" in metrics:
+            return metrics
+    return None
+
+
+def evolved_rule(runs: list[Path], summaries: list[dict]) -> str:
+    after = [0, 1, 5, 10, 20, 50]
+    metrics = [s["metrics"] for s in summaries]
+    minutes = ", ".join(f"{s['wall_time_s'] / 60:.1f}" for s in summaries)
+    out = [
+        f"Seeds {seeds(summaries)}; held-out digits 5-9, 5-way, online accuracy in % (chance 20 %); "
+        f"mean ± std over seeds. Wall time by seed (min): {minutes}.\n",
+        accuracy_table(metrics, "held_out", after),
+    ]
+    mnist = [mnist_metrics(run) for run in runs]
+    if all(mnist):
+        out += ["\nMNIST test images 5-9 (8 x 8), the same rules:\n", accuracy_table(mnist, "mnist_held_out", after)]
+    return "\n".join(out)
+
+
+def bacteria(runs: list[Path], summaries: list[dict]) -> str:
+    arms = [a for a in ("stage1", "random-walk", "stage2", "stage2-deaf", "stage3") if a in summaries[0]["arms"]]
+    lines = ["| arm | viable restarts | distance to food | signalling share |", "|---|---|---|---|"]
+    for arm in arms:
+        metrics = [s["metrics"] for s in summaries]
+        viable = cell([m[f"{arm}/viable"] for m in metrics], digits=0)
+        distance = cell([m.get(f"{arm}/distance_to_food", np.nan) for m in metrics], scale=1.0)
+        signalling = cell([m[f"{arm}/signalling"] for m in metrics]) if f"{arm}/signalling" in metrics[0] else ""
+        lines.append(f"| {arm} | {viable} % | {distance} | {signalling} |")
+    uniform = summaries[0]["metrics"]["uniform_distance"]
+    out = [
+        f"Seeds {seeds(summaries)}; mean ± std over seeds of each run's mean over its viable restarts; "
+        f"distance in world units (uniform colony: {uniform:.1f}).\n",
+        "\n".join(lines),
+        "\nBy seed:",
+    ]
+    for s in summaries:
+        m = s["metrics"]
+        out.append(
+            f"- seed {s['seed']} ({s['wall_time_s'] / 60:.1f} min): stage-1 distance / random walk's "
+            f"{m.get('stage1/distance_vs_random_walk', float('nan')):.2f}; restarts signalling: hearing "
+            f"{m.get('stage2/restarts_signalling', float('nan')):.2f}, deaf "
+            f"{m.get('stage2-deaf/restarts_signalling', float('nan')):.2f}"
+        )
+    hearing, deaf = pooled(runs, "stage2", "signalling"), pooled(runs, "stage2-deaf", "signalling")
+    if len(hearing) and len(deaf):
+        above = (hearing > deaf.max()).mean()
+        out += [
+            f"\nStage-2 signalling share of each viable restart, all seeds pooled: hearing {len(hearing)} restarts, "
+            f"mean {hearing.mean():.3f}, range {hearing.min():.3f}-{hearing.max():.3f}; deaf {len(deaf)} restarts, "
+            f"mean {deaf.mean():.3f}, range {deaf.min():.3f}-{deaf.max():.3f}; "
+            f"share of hearing restarts above every deaf one: {above:.2f}"
+        ]
+    maps = pooled(runs, "stage3", "reward_maps")
+    if len(maps):
+        direction = maps / np.linalg.norm(maps, axis=1, keepdims=True)
+        out += [
+            f"\nStage-3 reward maps of all {len(maps)} viable restarts (each the mean map of its living cells):\n",
+            "| feeling | mean | std | share > 0 | unit-vector mean | unit-vector std |",
+            "|---|---|---|---|---|---|",
+        ]
+        for i, feeling in enumerate(FEELINGS):
+            raw, unit = maps[:, i], direction[:, i]
+            out.append(
+                f"| {feeling} | {raw.mean():+.2f} | {raw.std():.2f} | {(raw > 0).mean():.2f} "
+                f"| {unit.mean():+.2f} | {unit.std():.2f} |"
+            )
+    return "\n".join(out)
+
+
+def pooled(runs: list[Path], arm: str, key: str) -> np.ndarray:
+    """``results[key]`` of the viable restarts of ``arm`` in every run, concatenated."""
+    values = []
+    for run in runs:
+        path = run / arm / "summary.json"
+        if path.exists():
+            results = json.loads(path.read_text())["results"]
+            values.append(np.asarray(results[key], dtype=float)[np.asarray(results["viable"])])
+    return np.concatenate(values) if values else np.zeros(0)
+
+
+def seeds(summaries: list[dict]) -> str:
+    return ", ".join(str(s["seed"]) for s in summaries)
+
+
+def main(runs: list[Path]) -> str:
+    summaries = [json.loads((run / "summary.json").read_text()) for run in runs]
+    kind = {s["experiment"] for s in summaries}
+    if len(kind) != 1:
+        sys.exit(f"runs of different experiments: {sorted(kind)}")
+    return {"evolved-rule": evolved_rule, "bacteria": bacteria}[kind.pop()](runs, summaries)
+
+
+if __name__ == "__main__":
+    if len(sys.argv) < 2:
+        sys.exit(__doc__)
+    print(main([Path(p) for p in sys.argv[1:]]))
