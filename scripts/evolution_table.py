@@ -8,7 +8,8 @@ Evolved-rule runs: online accuracy on the held-out digits after n examples per c
 MNIST when a run holds an ``engram eval --set data.mnist_dir=...`` of it.
 
 Bacteria runs: per arm and seed, the viable restarts, the mean distance of living cells to the
-food and the signalling share; the stage-1 and stage-2 bars by seed; then the stage-3 reward
+food, the signalling share and the chance of tumbling by sensed concentration change (E. coli
+tumbles less while the concentration rises); the stage-1 and stage-2 bars by seed; then the stage-3 reward
 maps of every viable restart of every seed pooled (per feeling: mean, spread, share positive,
 and the same for the maps scaled to length 1).
 """
@@ -23,6 +24,7 @@ import numpy as np
 
 ARMS = ("evolved-rule", "sgd", "adam", "meta-rnn")
 FEELINGS = ("food", "hunger", "touch", "tumble")
+DIRECTIONS = ("falling", "steady", "rising")  # the concentration a cell senses
 
 
 def cell(values: list[float], scale: float = 100.0, digits: int = 1) -> str:
@@ -67,17 +69,20 @@ def evolved_rule(runs: list[Path], summaries: list[dict]) -> str:
 
 def bacteria(runs: list[Path], summaries: list[dict]) -> str:
     arms = [a for a in ("stage1", "random-walk", "stage2", "stage2-deaf", "stage3") if a in summaries[0]["arms"]]
-    lines = ["| arm | viable restarts | distance to food | signalling share |", "|---|---|---|---|"]
+    metrics = [s["metrics"] for s in summaries]
+    tumbling = [f"P(tumble) {d}" for d in DIRECTIONS]
+    header = ["arm", "viable restarts", "distance to food", "signalling share", *tumbling]
+    lines = ["| " + " | ".join(header) + " |", "|---" * len(header) + "|"]
     for arm in arms:
-        metrics = [s["metrics"] for s in summaries]
         viable = cell([m[f"{arm}/viable"] for m in metrics], digits=0)
         distance = cell([m.get(f"{arm}/distance_to_food", np.nan) for m in metrics], scale=1.0)
         signalling = cell([m[f"{arm}/signalling"] for m in metrics]) if f"{arm}/signalling" in metrics[0] else ""
-        lines.append(f"| {arm} | {viable} % | {distance} | {signalling} |")
+        tumble = [cell([m[f"{arm}/tumble_{d}"] for m in metrics], scale=1.0, digits=2) for d in DIRECTIONS]
+        lines.append(f"| {arm} | {viable} % | {distance} | {signalling} | " + " | ".join(tumble) + " |")
     uniform = summaries[0]["metrics"]["uniform_distance"]
     out = [
         f"Seeds {seeds(summaries)}; mean ± std over seeds of each run's mean over its viable restarts; "
-        f"distance in world units (uniform colony: {uniform:.1f}).\n",
+        f"distance in µm (uniformly spread cells: {uniform:.1f}).\n",
         "\n".join(lines),
         "\nBy seed:",
     ]
