@@ -143,12 +143,16 @@ def test_a_tiny_run_measures_every_arm(tiny_run):
 
     summary = json.loads((tiny_run / "summary.json").read_text())
     metrics = summary["metrics"]
-    for arm in ("stage1", "random-walk", "stage2", "stage2-deaf", "stage3"):
+    for arm in ("stage1", "random-walk", "stage2", "stage2-deaf", "stage3", "blind-walk"):
         assert metrics[f"{arm}/viable"] == 1.0
         assert 0 < metrics[f"{arm}/distance_to_food"] < metrics["uniform_distance"] * 1.5
-    # the control tumbles at E. coli's unbiased rate, dt / 1 s, whatever it senses
+    # the controls tumble at a fixed rate whatever they sense: E. coli's unbiased dt / 1 s, and blind_tumble
     for direction in ("falling", "rising"):  # (a steady concentration is sensed too rarely to count)
         assert metrics[f"random-walk/tumble_{direction}"] == pytest.approx(0.1, abs=0.02)
+        assert metrics[f"blind-walk/tumble_{direction}"] == pytest.approx(0.6, abs=0.04)
+    assert metrics["stage1/distance_vs_blind_walk"] == pytest.approx(
+        metrics["stage1/distance_to_food"] / metrics["blind-walk/distance_to_food"]
+    )
     assert 0 <= metrics["stage2/restarts_signalling"] <= 1 and 0 <= metrics["stage2-deaf/signalling"] <= 1
     assert metrics["stage3/viable_runs"] == 3
     assert metrics["stage1/distance_vs_random_walk"] == pytest.approx(

@@ -9,6 +9,11 @@ Arms (each simulates ``world.worlds`` independent restarts at once, from random 
 - ``random-walk``: the control for stage 1. Every cell tumbles at E. coli's unbiased rate
   (``dt`` / 1 s per step, runs of about 1 s) whatever it senses, and nothing mutates, so
   selection has nothing to act on. Its cells are fed, divide and die as any others.
+- ``blind-walk``: a second control for stage 1, added after the first published runs showed
+  evolved stage-1 cells tumbling on about 60 % of steps whatever they sense. Every cell tumbles
+  with probability ``blind_tumble`` (default 0.6, that measured rate) in every state and
+  nothing mutates: a colony that moves as little as the evolved ones but senses nothing. The
+  gap between its distance and stage 1's is what sensing adds.
 - ``stage2``: a second table chooses {quiet, signal}; signalling costs energy and cells within
   ``world.signal_range`` sense it. The talk's claim: signalling persists across restarts.
 - ``stage2-deaf``: the same, but nobody senses the signal (``world.signal_sensed = false``),
@@ -44,9 +49,10 @@ from engramlab.train.checkpoint import CHECKPOINT_NAME, Checkpoint, load_checkpo
 from engramlab.train.loop import TrainResult
 from engramlab.train.rundir import MetricsLog, Stopwatch
 
-Arm = Literal["stage1", "random-walk", "stage2", "stage2-deaf", "stage3"]
+Arm = Literal["stage1", "random-walk", "stage2", "stage2-deaf", "stage3", "blind-walk"]  # new arms go last (seeds)
 ARMS: tuple[str, ...] = Arm.__args__
-STAGE = {"stage1": 1, "random-walk": 1, "stage2": 2, "stage2-deaf": 2, "stage3": 3}
+STAGE = {"stage1": 1, "random-walk": 1, "stage2": 2, "stage2-deaf": 2, "stage3": 3, "blind-walk": 1}
+WALKERS = ("random-walk", "blind-walk")  # fixed, blind genomes that do not mutate
 # what one step adds to a world's running totals; the history holds their per-window means
 TOTALS = ("cell_steps", "distance", "signalling", "births", "deaths")
 HISTORY = ("population", "distance", "signalling", "births", "deaths")
@@ -77,6 +83,9 @@ class BacteriaConfig(Config):
     signalling_share: float = Field(
         0.5, gt=0, le=1, description="a restart keeps signalling when at least this share of its cells signal"
     )
+    blind_tumble: float = Field(
+        0.6, gt=0, lt=1, description="blind-walk: chance of tumbling per step, whatever a cell senses"
+    )
 
     @model_validator(mode="after")
     def _stage_comes_from_the_arm(self):
@@ -88,16 +97,19 @@ class BacteriaConfig(Config):
 
 def world_config(cfg: BacteriaConfig, arm: str) -> WorldConfig:
     update: dict[str, Any] = {"stage": STAGE[arm], "signal_sensed": arm != "stage2-deaf"}
-    if arm == "random-walk":
+    if arm in WALKERS:
         update["mutation"] = 0.0
     return cfg.world.model_copy(update=update)
 
 
-def unbiased_walker(cfg: WorldConfig) -> Tensor:
-    """A stage-1 genome that tumbles with probability dt / 1 s in every state: E. coli's runs of
-    about 1 s (Berg 1993), blind to the food."""
-    p = min(cfg.dt / 1.0, 0.5)
+def blind_walker(p: float) -> Tensor:
+    """A stage-1 genome that tumbles with probability ``p`` in every state, blind to the food."""
     return torch.tensor([0.0, math.log(p / (1 - p))] * states(1))
+
+
+def walker_tumble(cfg: BacteriaConfig, arm: str) -> float:
+    """random-walk: dt / 1 s, E. coli's runs of about 1 s (Berg 1993); blind-walk: ``blind_tumble``."""
+    return min(cfg.world.dt / 1.0, 0.5) if arm == "random-walk" else cfg.blind_tumble
 
 
 def arm_seed(cfg: BacteriaConfig, arm: str) -> int:
@@ -272,8 +284,8 @@ class Bacteria(Experiment):
     def build(self, cfg: BacteriaConfig, arm: str) -> Colony:
         wcfg = world_config(cfg, arm)
         genomes = None
-        if arm == "random-walk":
-            genomes = unbiased_walker(wcfg).expand(wcfg.worlds, wcfg.capacity, -1).clone()
+        if arm in WALKERS:
+            genomes = blind_walker(walker_tumble(cfg, arm)).expand(wcfg.worlds, wcfg.capacity, -1).clone()
         world = World(wcfg, torch.Generator().manual_seed(arm_seed(cfg, arm)), genomes)
         sim = cfg.simulation
         return Colony(world, sim.steps // sim.log_every, sim.log_every)
@@ -310,6 +322,10 @@ class Bacteria(Experiment):
         if "stage1/distance_to_food" in metrics and "random-walk/distance_to_food" in metrics:
             ratio = metrics["stage1/distance_to_food"] / metrics["random-walk/distance_to_food"]
             metrics["stage1/distance_vs_random_walk"] = ratio
+        if "stage1/distance_to_food" in metrics and "blind-walk/distance_to_food" in metrics:
+            metrics["stage1/distance_vs_blind_walk"] = (
+                metrics["stage1/distance_to_food"] / metrics["blind-walk/distance_to_food"]
+            )
         return metrics
 
     def plot(self, cfg: BacteriaConfig, results: dict[str, dict[str, Any]], run_dir: Path, out_dir: Path):
