@@ -1,13 +1,14 @@
 """Tables of the evolution experiments' quick runs, over seeds.
 
     python scripts/evolution_table.py docs/results/evolved-rule/quick-seed*
-    python scripts/evolution_table.py docs/results/bacteria/quick-seed*
+    python scripts/evolution_table.py docs/results/bacteria/*seed*
 
 Evolved-rule runs: online accuracy on the held-out digits after n examples per class, per arm
 (mean ± std over seeds), the evolved rule's margin over SGD after 20 by seed, and the same on
 MNIST when a run holds an ``engram eval --set data.mnist_dir=...`` of it.
 
-Bacteria runs: per arm and seed, the viable restarts, the mean distance of living cells to the
+Bacteria runs (a seed's arms may come from several runs, e.g. a later run of one control arm):
+per arm and seed, the viable restarts, the mean distance of living cells to the
 food, the signalling share and the chance of tumbling by sensed concentration change (E. coli
 tumbles less while the concentration rises); the stage-1 and stage-2 bars by seed; then the stage-3 reward
 maps of every viable restart of every seed pooled (per feeling: mean, spread, share positive,
@@ -25,6 +26,8 @@ import numpy as np
 ARMS = ("evolved-rule", "sgd", "adam", "meta-rnn")
 FEELINGS = ("food", "hunger", "touch", "tumble")
 DIRECTIONS = ("falling", "steady", "rising")  # the concentration a cell senses
+BACTERIA_ARMS = ("stage1", "random-walk", "blind-walk", "stage2", "stage2-deaf", "stage3")
+WALKERS = ("random-walk", "blind-walk")
 
 
 def cell(values: list[float], scale: float = 100.0, digits: int = 1) -> str:
@@ -68,8 +71,11 @@ def evolved_rule(runs: list[Path], summaries: list[dict]) -> str:
 
 
 def bacteria(runs: list[Path], summaries: list[dict]) -> str:
-    arms = [a for a in ("stage1", "random-walk", "stage2", "stage2-deaf", "stage3") if a in summaries[0]["arms"]]
-    metrics = [s["metrics"] for s in summaries]
+    by_seed: dict[int, dict] = {}  # a seed's arms may come from several runs (e.g. --set "methods=[blind-walk]")
+    for s in summaries:
+        by_seed.setdefault(s["seed"], {}).update(s["metrics"])
+    metrics = list(by_seed.values())
+    arms = [a for a in BACTERIA_ARMS if all(f"{a}/viable" in m for m in metrics)]
     tumbling = [f"P(tumble) {d}" for d in DIRECTIONS]
     header = ["arm", "viable restarts", "distance to food", "signalling share", *tumbling]
     lines = ["| " + " | ".join(header) + " |", "|---" * len(header) + "|"]
@@ -81,18 +87,19 @@ def bacteria(runs: list[Path], summaries: list[dict]) -> str:
         lines.append(f"| {arm} | {viable} % | {distance} | {signalling} | " + " | ".join(tumble) + " |")
     uniform = summaries[0]["metrics"]["uniform_distance"]
     out = [
-        f"Seeds {seeds(summaries)}; mean ± std over seeds of each run's mean over its viable restarts; "
+        f"Seeds {', '.join(map(str, by_seed))}; mean ± std over seeds of each run's mean over its viable restarts; "
         f"distance in µm (uniformly spread cells: {uniform:.1f}).\n",
         "\n".join(lines),
         "\nBy seed:",
     ]
-    for s in summaries:
-        m = s["metrics"]
+    nan = float("nan")
+    for seed, m in by_seed.items():
+        minutes = " + ".join(f"{s['wall_time_s'] / 60:.1f}" for s in summaries if s["seed"] == seed)
+        ratio = {w: m.get("stage1/distance_to_food", nan) / m.get(f"{w}/distance_to_food", nan) for w in WALKERS}
         out.append(
-            f"- seed {s['seed']} ({s['wall_time_s'] / 60:.1f} min): stage-1 distance / random walk's "
-            f"{m.get('stage1/distance_vs_random_walk', float('nan')):.2f}; restarts signalling: hearing "
-            f"{m.get('stage2/restarts_signalling', float('nan')):.2f}, deaf "
-            f"{m.get('stage2-deaf/restarts_signalling', float('nan')):.2f}"
+            f"- seed {seed} ({minutes} min): stage-1 distance / random walk's {ratio['random-walk']:.2f}, "
+            f"/ blind walk's {ratio['blind-walk']:.2f}; restarts signalling: hearing "
+            f"{m.get('stage2/restarts_signalling', nan):.2f}, deaf {m.get('stage2-deaf/restarts_signalling', nan):.2f}"
         )
     hearing, deaf = pooled(runs, "stage2", "signalling"), pooled(runs, "stage2-deaf", "signalling")
     if len(hearing) and len(deaf):
