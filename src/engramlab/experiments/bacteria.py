@@ -319,13 +319,10 @@ class Bacteria(Experiment):
                 metrics[f"{arm}/restarts_signalling"] = float((share >= cfg.signalling_share).mean())
             if STAGE[arm] == 3:
                 metrics.update(reward_map_metrics(arm, np.asarray(r["reward_maps"], dtype=float)[viable]))
-        if "stage1/distance_to_food" in metrics and "random-walk/distance_to_food" in metrics:
-            ratio = metrics["stage1/distance_to_food"] / metrics["random-walk/distance_to_food"]
-            metrics["stage1/distance_vs_random_walk"] = ratio
-        if "stage1/distance_to_food" in metrics and "blind-walk/distance_to_food" in metrics:
-            metrics["stage1/distance_vs_blind_walk"] = (
-                metrics["stage1/distance_to_food"] / metrics["blind-walk/distance_to_food"]
-            )
+        for walker in WALKERS:  # stage 1 against each control: stage1/distance_vs_random_walk, …_blind_walk
+            if "stage1/distance_to_food" in metrics and f"{walker}/distance_to_food" in metrics:
+                ratio = metrics["stage1/distance_to_food"] / metrics[f"{walker}/distance_to_food"]
+                metrics[f"stage1/distance_vs_{walker.replace('-', '_')}"] = ratio
         return metrics
 
     def plot(self, cfg: BacteriaConfig, results: dict[str, dict[str, Any]], run_dir: Path, out_dir: Path):
