@@ -23,11 +23,12 @@ from pathlib import Path
 
 import numpy as np
 
-ARMS = ("evolved-rule", "sgd", "adam", "meta-rnn")
-FEELINGS = ("food", "hunger", "touch", "tumble")
-DIRECTIONS = ("falling", "steady", "rising")  # the concentration a cell senses
-BACTERIA_ARMS = ("stage1", "random-walk", "blind-walk", "stage2", "stage2-deaf", "stage3")
-WALKERS = ("random-walk", "blind-walk")
+from engramlab.evolve.bacteria import FEELINGS
+from engramlab.experiments.bacteria import ARMS as BACTERIA_ARMS
+from engramlab.experiments.bacteria import DIRECTIONS, WALKERS, unit_vectors
+from engramlab.experiments.evolved_rule import Arm
+
+ARMS = Arm.__args__
 
 
 def cell(values: list[float], scale: float = 100.0, digits: int = 1) -> str:
@@ -112,7 +113,7 @@ def bacteria(runs: list[Path], summaries: list[dict]) -> str:
         ]
     maps = pooled(runs, "stage3", "reward_maps")
     if len(maps):
-        direction = maps / np.linalg.norm(maps, axis=1, keepdims=True)
+        direction = unit_vectors(maps)
         out += [
             f"\nStage-3 reward maps of all {len(maps)} viable restarts (each the mean map of its living cells):\n",
             "| feeling | mean | std | share > 0 | unit-vector mean | unit-vector std |",
