@@ -5,7 +5,8 @@
 
 Evolved-rule runs: online accuracy on the held-out digits after n examples per class, per arm
 (mean ± std over seeds), the evolved rule's margin over SGD after 20 by seed, and the same on
-MNIST when a run holds an ``engram eval --set data.mnist_dir=...`` of it.
+MNIST and on Omniglot (margin after 10) when a run holds an ``engram eval --set
+data.mnist_dir=... --set data.omniglot=...`` of it.
 
 Bacteria runs (a seed's arms may come from several runs, e.g. a later run of one control arm):
 per arm and seed, the viable restarts, the mean distance of living cells to the
@@ -38,36 +39,42 @@ def cell(values: list[float], scale: float = 100.0, digits: int = 1) -> str:
     return f"{values.mean():.{digits}f} ± {values.std():.{digits}f}"
 
 
-def accuracy_table(metrics: list[dict], test_set: str, after: list[int]) -> str:
+def accuracy_table(metrics: list[dict], test_set: str, after: list[int], margin_at: int = 20) -> str:
     lines = ["| arm | " + " | ".join(f"after {n}" for n in after) + " |", "|---" * (len(after) + 1) + "|"]
     for arm in ARMS:
         row = [cell([m[f"{arm}/{test_set}/after_{n}"] for m in metrics]) for n in after]
         lines.append(f"| {arm} | " + " | ".join(row) + " |")
-    margin = [100 * (m[f"evolved-rule/{test_set}/after_20"] - m[f"sgd/{test_set}/after_20"]) for m in metrics]
+    n = margin_at
+    margin = [100 * (m[f"evolved-rule/{test_set}/after_{n}"] - m[f"sgd/{test_set}/after_{n}"]) for m in metrics]
     margins = ", ".join(f"{x:+.1f}" for x in margin)
-    return "\n".join(lines) + f"\n\nEvolved rule minus SGD after 20 examples, by seed (points): {margins}"
+    return "\n".join(lines) + f"\n\nEvolved rule minus SGD after {n} examples, by seed (points): {margins}"
 
 
-def mnist_metrics(run: Path) -> dict | None:
-    for summary in sorted(run.glob("evals/*/summary.json")):
+def eval_metrics(run: Path, test_set: str) -> dict | None:
+    """The metrics of the run's last ``engram eval`` that measured ``test_set``."""
+    for summary in sorted(run.glob("evals/*/summary.json"), reverse=True):
         metrics = json.loads(summary.read_text())["metrics"]
-        if "evolved-rule/mnist_held_out/after_20" in metrics:
+        if f"evolved-rule/{test_set}/after_1" in metrics:
             return metrics
     return None
 
 
 def evolved_rule(runs: list[Path], summaries: list[dict]) -> str:
-    after = [0, 1, 5, 10, 20, 50]
     metrics = [s["metrics"] for s in summaries]
     minutes = ", ".join(f"{s['wall_time_s'] / 60:.1f}" for s in summaries)
     out = [
         f"Seeds {seeds(summaries)}; held-out digits 5-9, 5-way, online accuracy in % (chance 20 %); "
         f"mean ± std over seeds. Wall time by seed (min): {minutes}.\n",
-        accuracy_table(metrics, "held_out", after),
+        accuracy_table(metrics, "held_out", [0, 1, 5, 10, 20, 50]),
     ]
-    mnist = [mnist_metrics(run) for run in runs]
-    if all(mnist):
-        out += ["\nMNIST test images 5-9 (8 x 8), the same rules:\n", accuracy_table(mnist, "mnist_held_out", after)]
+    extra = {
+        "mnist_held_out": ("MNIST test images 5-9 (8 x 8)", [0, 1, 5, 10, 20, 50], 20),
+        "omniglot": ("Omniglot characters, 5-way (8 x 8; 20 drawings each)", [0, 1, 5, 10], 10),
+    }
+    for test_set, (title, after, margin_at) in extra.items():
+        found = [eval_metrics(run, test_set) for run in runs]
+        if all(found):
+            out += [f"\n{title}, the same rules:\n", accuracy_table(found, test_set, after, margin_at)]
     return "\n".join(out)
 
 

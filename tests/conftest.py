@@ -61,6 +61,27 @@ def write_digits(directory, count: int = 60) -> None:
     (directory / "t10k-labels-idx1-ubyte.gz").write_bytes(gzip.compress(header(2049, [count]) + labels.tobytes()))
 
 
+def write_omniglot(path, characters: int = 6, drawings: int = 4, size: int = 12) -> Path:
+    """An Omniglot-style zip at `path`: alphabet `A`, character c drawn as a black bar at row 2c on
+    white, `drawings` times; returns the path."""
+    import io
+    import zipfile
+
+    from PIL import Image
+
+    with zipfile.ZipFile(path, "w") as archive:
+        for c in range(characters):
+            for d in range(drawings):
+                pixels = np.full((size, size), 255, dtype=np.uint8)
+                pixels[2 * c % size, d % size :] = 0
+                png = io.BytesIO()
+                Image.fromarray(pixels).save(png, format="PNG")
+                archive.writestr(
+                    f"images_background/A/character{c + 1:02d}/{c + 1:02d}_{d + 1:02d}.png", png.getvalue()
+                )
+    return Path(path)
+
+
 def engram_cmd() -> list[str]:
     return [sys.executable, "-m", "engramlab.cli"]
 

@@ -5,7 +5,7 @@ import json
 import pytest
 import torch
 import torch.nn.functional as F
-from conftest import write_digits
+from conftest import write_digits, write_omniglot
 
 from engramlab.cli import main
 from engramlab.errors import ConfigError
@@ -93,7 +93,7 @@ def sets(*pairs):
     return [arg for pair in pairs for arg in ("--set", pair)]
 
 
-def test_a_tiny_run_of_every_arm_then_an_eval_on_mnist(tmp_path):
+def test_a_tiny_run_of_every_arm_then_an_eval_on_mnist_and_omniglot(tmp_path):
     assert main(["run", "evolved-rule", "--out", str(tmp_path), "--no-progress", "--workers", "1", *sets(*TINY)]) == 0
     (run_dir,) = (tmp_path / "evolved-rule").iterdir()
     summary = json.loads((run_dir / "summary.json").read_text())
@@ -109,11 +109,15 @@ def test_a_tiny_run_of_every_arm_then_an_eval_on_mnist(tmp_path):
     mnist = tmp_path / "mnist"
     mnist.mkdir()
     write_digits(mnist)
-    assert main(["eval", str(run_dir), "--threads", "1", "--set", f"data.mnist_dir={mnist}"]) == 0
+    omniglot = write_omniglot(tmp_path / "omniglot.zip", characters=6, drawings=4)
+    extra = sets(f"data.mnist_dir={mnist}", f"data.omniglot={omniglot}", "eval.omniglot_shots=4")
+    assert main(["eval", str(run_dir), "--threads", "1", *extra]) == 0
     (eval_dir,) = (run_dir / "evals").iterdir()
     again = json.loads((eval_dir / "summary.json").read_text())["metrics"]
     for arm in ("evolved-rule", "sgd", "adam", "meta-rnn"):
         assert 0 <= again[f"{arm}/mnist_held_out/after_1"] <= 1
+        assert 0 <= again[f"{arm}/omniglot/after_1"] <= 1
+        assert f"{arm}/omniglot/after_5" not in again  # 4 drawings: nothing is seen 5 times before
         # the digits' episodes come from the same seed: the same numbers as the run
         assert again[f"{arm}/held_out/after_1"] == summary["metrics"][f"{arm}/held_out/after_1"]
 

@@ -21,10 +21,12 @@ Arms, all with the same online protocol and evaluated on the same episodes:
   meta-learner VSML compares with.
 
 Evaluation: ``eval.episodes`` episodes of ``eval.shots`` images per class on the **held-out
-classes** (digits 5–9), on the training classes (new episodes), and, when ``data.mnist_dir`` is
+classes** (digits 5–9), on the training classes (new episodes), when ``data.mnist_dir`` is
 set, on MNIST's test set averaged to the same 8 × 8 grid (classes 5–9, a new data set and
-classes never trained on); reported: accuracy on images whose class had been seen n times, for
-n in ``eval.after`` (chance: 1 / ways).
+classes never trained on), and when ``data.omniglot`` is set, on 5-way episodes of Omniglot
+characters (new kinds of symbols, ``eval.omniglot_shots`` drawings each; Lake et al. 2015);
+reported: accuracy on images whose class had been seen n times, for n in ``eval.after``
+(chance: 1 / ways).
 """
 
 from __future__ import annotations
@@ -57,6 +59,9 @@ class DataConfig(Config):
     test_classes: list[int] = Field([5, 6, 7, 8, 9], min_length=2, description="held-out digits")
     ways: int = Field(5, ge=2, description="classes per episode (output units)")
     mnist_dir: str = Field("", description="MNIST IDX directory for the extra test on MNIST ('': skip)")
+    omniglot: str = Field(
+        "", description="an Omniglot zip file (or its unpacked folder) for the extra few-shot test ('': skip)"
+    )
 
     @model_validator(mode="after")
     def _check(self):
@@ -95,6 +100,7 @@ class EvalConfig(Config):
     shots: int = Field(51, ge=2, description="images per class in a test episode (51: 'after 50' is measured)")
     after: list[int] = Field([0, 1, 5, 10, 20, 50], description="report accuracy after this many examples per class")
     select_after: int = Field(20, ge=0, description="the baselines' rate is picked by accuracy after this many")
+    omniglot_shots: int = Field(20, ge=2, description="images per character in an Omniglot test episode (it has 20)")
     seed: int = Field(777, description="seed of the evaluation episodes and initial states")
 
 
@@ -166,7 +172,7 @@ class EvolvedRule(Experiment):
         "A learning rule evolved with CMA-ES (shared LSTMs in every synapse and neuron) vs SGD, Adam, a meta-RNN"
     )
     Config = EvolvedRuleConfig
-    eval_keys = ("eval.", "data.mnist_dir")  # a trained rule can be tested on MNIST afterwards
+    eval_keys = ("eval.", "data.mnist_dir", "data.omniglot")  # a trained rule can be tested on them afterwards
     presets = {
         "quick": {},
         "paper": {
@@ -264,13 +270,17 @@ class EvolvedRule(Experiment):
 
     def test_sets(self, cfg: EvolvedRuleConfig, count: int | None = None) -> dict[str, few_shot.Episodes]:
         count = count or cfg.eval.episodes
-        pools = {"held_out": self.pool(cfg.data.test_classes), "train_classes": self.pool(cfg.data.train_classes)}
-        if cfg.data.mnist_dir:
-            pools["mnist_held_out"] = few_shot.mnist_pool(cfg.data.mnist_dir).only(cfg.data.test_classes)
-        generator = torch.Generator().manual_seed(cfg.eval.seed)
-        return {
-            name: few_shot.episodes(p, count, cfg.data.ways, cfg.eval.shots, generator) for name, p in pools.items()
+        shots = cfg.eval.shots
+        pools = {
+            "held_out": (self.pool(cfg.data.test_classes), shots),
+            "train_classes": (self.pool(cfg.data.train_classes), shots),
         }
+        if cfg.data.mnist_dir:
+            pools["mnist_held_out"] = (few_shot.mnist_pool(cfg.data.mnist_dir).only(cfg.data.test_classes), shots)
+        if cfg.data.omniglot:  # last: the episodes of the sets above stay the same with or without it
+            pools["omniglot"] = (few_shot.omniglot_pool(cfg.data.omniglot), cfg.eval.omniglot_shots)
+        generator = torch.Generator().manual_seed(cfg.eval.seed)
+        return {name: few_shot.episodes(p, count, cfg.data.ways, n, generator) for name, (p, n) in pools.items()}
 
     def logits(self, cfg: EvolvedRuleConfig, model: nn.Module, e: few_shot.Episodes) -> Tensor:
         if isinstance(model, LearningRule):

@@ -6,8 +6,9 @@ nothing about a class can be stored in a genome or in weights trained across epi
 image is predicted before its label is revealed (VSML §3; Santoro et al. 2016), so the accuracy
 on images whose class has already been seen n times is the accuracy "after n examples per class".
 
-Pools: scikit-learn's 8 × 8 UCI digits (shipped with the library, offline) and MNIST's test set
-(from a local IDX directory, averaged down to the same 8 × 8 grid). Episodes are built with
+Pools: scikit-learn's 8 × 8 UCI digits (shipped with the library, offline), MNIST's test set
+(from a local IDX directory) and Omniglot's characters (from a local zip file), both averaged
+down to the same 8 × 8 grid. Episodes are built with
 tensor operations for a whole batch at once.
 """
 
@@ -57,6 +58,16 @@ def mnist_pool(directory: str | Path, size: int = 8) -> ImagePool:
     images, labels = load_mnist(directory)
     small = F.adaptive_avg_pool2d(images[..., 4:24, 4:24], size).flatten(1)
     return ImagePool("mnist", small / small.amax(1, keepdim=True).clamp(min=1e-6), labels)
+
+
+def omniglot_pool(path: str | Path, size: int = 8) -> ImagePool:
+    """Omniglot's characters, every character a class of 20 drawings, on the UCI digits' grid:
+    ink at 1, the whole 105 × 105 drawing averaged down to ``size × size``, each image's peak at 1."""
+    from engramlab.tasks.omniglot import load_omniglot
+
+    images, labels, _ = load_omniglot(path)
+    small = F.adaptive_avg_pool2d(images, size).flatten(1)
+    return ImagePool("omniglot", small / small.amax(1, keepdim=True).clamp(min=1e-6), labels)
 
 
 @dataclass(frozen=True)
