@@ -19,10 +19,12 @@ and the same for the maps scaled to length 1).
 from __future__ import annotations
 
 import json
+import math
 import sys
 from pathlib import Path
 
 import numpy as np
+import yaml
 
 from engramlab.evolve.bacteria import FEELINGS
 from engramlab.experiments.bacteria import ARMS as BACTERIA_ARMS
@@ -39,40 +41,61 @@ def cell(values: list[float], scale: float = 100.0, digits: int = 1) -> str:
     return f"{values.mean():.{digits}f} ± {values.std():.{digits}f}"
 
 
-def accuracy_table(metrics: list[dict], test_set: str, after: list[int], margin_at: int = 20) -> str:
+def evaluation(directory: Path, summary: dict) -> dict:
+    """What a table needs from a run or one of its ``engram eval`` directories: the metrics, each
+    arm's per-test-set results (their spread over episodes) and the number of test episodes."""
+    results = summary.get("results") or {
+        arm: json.loads((directory / arm / "summary.json").read_text())["results"]
+        for arm in ARMS
+        if (directory / arm / "summary.json").exists()
+    }
+    episodes = yaml.safe_load((directory / "config.yaml").read_text())["eval"]["episodes"]
+    return {"metrics": summary["metrics"], "results": results, "episodes": episodes}
+
+
+def margin(e: dict, test_set: str, n: int) -> str:
+    """Evolved rule minus SGD after n, ± two standard errors over the test episodes (the two arms'
+    spreads added as if independent: they share the episodes, so this errs wide)."""
+    x = e["metrics"][f"evolved-rule/{test_set}/after_{n}"] - e["metrics"][f"sgd/{test_set}/after_{n}"]
+    spread = [e["results"][arm][test_set]["after_std_over_episodes"][str(n)] for arm in ("evolved-rule", "sgd")]
+    return f"{100 * x:+.1f} ± {200 * math.hypot(*spread) / math.sqrt(e['episodes']):.1f}"
+
+
+def accuracy_table(evaluations: list[dict], test_set: str, after: list[int], margin_at: int = 20) -> str:
+    metrics = [e["metrics"] for e in evaluations]
     lines = ["| arm | " + " | ".join(f"after {n}" for n in after) + " |", "|---" * (len(after) + 1) + "|"]
     for arm in ARMS:
         row = [cell([m[f"{arm}/{test_set}/after_{n}"] for m in metrics]) for n in after]
         lines.append(f"| {arm} | " + " | ".join(row) + " |")
-    n = margin_at
-    margin = [100 * (m[f"evolved-rule/{test_set}/after_{n}"] - m[f"sgd/{test_set}/after_{n}"]) for m in metrics]
-    margins = ", ".join(f"{x:+.1f}" for x in margin)
-    return "\n".join(lines) + f"\n\nEvolved rule minus SGD after {n} examples, by seed (points): {margins}"
+    margins = ", ".join(margin(e, test_set, margin_at) for e in evaluations)
+    return "\n".join(lines) + (
+        f"\n\nEvolved rule minus SGD after {margin_at} examples, by seed (points, ± two standard errors "
+        f"over the test episodes): {margins}"
+    )
 
 
-def eval_metrics(run: Path, test_set: str) -> dict | None:
-    """The metrics of the run's last ``engram eval`` that measured ``test_set``."""
-    for summary in sorted(run.glob("evals/*/summary.json"), reverse=True):
-        metrics = json.loads(summary.read_text())["metrics"]
-        if f"evolved-rule/{test_set}/after_1" in metrics:
-            return metrics
+def eval_of(run: Path, test_set: str) -> dict | None:
+    """The run's last ``engram eval`` that measured ``test_set``."""
+    for path in sorted(run.glob("evals/*/summary.json"), reverse=True):
+        summary = json.loads(path.read_text())
+        if f"evolved-rule/{test_set}/after_1" in summary["metrics"]:
+            return evaluation(path.parent, summary)
     return None
 
 
 def evolved_rule(runs: list[Path], summaries: list[dict]) -> str:
-    metrics = [s["metrics"] for s in summaries]
     minutes = ", ".join(f"{s['wall_time_s'] / 60:.1f}" for s in summaries)
     out = [
         f"Seeds {seeds(summaries)}; held-out digits 5-9, 5-way, online accuracy in % (chance 20 %); "
         f"mean ± std over seeds. Wall time by seed (min): {minutes}.\n",
-        accuracy_table(metrics, "held_out", [0, 1, 5, 10, 20, 50]),
+        accuracy_table([evaluation(r, s) for r, s in zip(runs, summaries)], "held_out", [0, 1, 5, 10, 20, 50]),
     ]
     extra = {
         "mnist_held_out": ("MNIST test images 5-9 (8 x 8)", [0, 1, 5, 10, 20, 50], 20),
         "omniglot": ("Omniglot characters, 5-way (8 x 8; 20 drawings each)", [0, 1, 5, 10], 10),
     }
     for test_set, (title, after, margin_at) in extra.items():
-        found = [eval_metrics(run, test_set) for run in runs]
+        found = [eval_of(run, test_set) for run in runs]
         if all(found):
             out += [f"\n{title}, the same rules:\n", accuracy_table(found, test_set, after, margin_at)]
     return "\n".join(out)
