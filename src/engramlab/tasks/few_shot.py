@@ -8,8 +8,8 @@ on images whose class has already been seen n times is the accuracy "after n exa
 
 Pools: scikit-learn's 8 × 8 UCI digits (shipped with the library, offline), MNIST's test set
 (from a local IDX directory) and Omniglot's characters (from a local zip file), both averaged
-down to the same 8 × 8 grid. Episodes are built with
-tensor operations for a whole batch at once.
+down to the same 8 × 8 grid. Episodes are built with tensor operations for a whole batch at
+once.
 """
 
 from __future__ import annotations
@@ -56,8 +56,7 @@ def mnist_pool(directory: str | Path, size: int = 8) -> ImagePool:
     from engramlab.tasks.mnist import load_mnist
 
     images, labels = load_mnist(directory)
-    small = F.adaptive_avg_pool2d(images[..., 4:24, 4:24], size).flatten(1)
-    return ImagePool("mnist", small / small.amax(1, keepdim=True).clamp(min=1e-6), labels)
+    return on_grid("mnist", images[..., 4:24, 4:24], labels, size)
 
 
 def omniglot_pool(path: str | Path, size: int = 8) -> ImagePool:
@@ -66,8 +65,14 @@ def omniglot_pool(path: str | Path, size: int = 8) -> ImagePool:
     from engramlab.tasks.omniglot import load_omniglot
 
     images, labels, _ = load_omniglot(path)
+    return on_grid("omniglot", images, labels, size)
+
+
+def on_grid(name: str, images: Tensor, labels: Tensor, size: int) -> ImagePool:
+    """(N, 1, H, W) images averaged down to ``size × size`` and flattened, each image's peak at 1
+    (the UCI digits' grey levels span their range in the same way)."""
     small = F.adaptive_avg_pool2d(images, size).flatten(1)
-    return ImagePool("omniglot", small / small.amax(1, keepdim=True).clamp(min=1e-6), labels)
+    return ImagePool(name, small / small.amax(1, keepdim=True).clamp(min=1e-6), labels)
 
 
 @dataclass(frozen=True)
