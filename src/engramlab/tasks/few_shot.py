@@ -50,6 +50,7 @@ def sklearn_digits() -> ImagePool:
     return ImagePool("digits", images, torch.as_tensor(digits.target, dtype=torch.long))
 
 
+@functools.cache  # once per process: `engram eval` evaluates every arm in one
 def mnist_pool(directory: str | Path, size: int = 8) -> ImagePool:
     """MNIST's test set on the UCI digits' grid: the central 20 × 20 box, where MNIST's digits were
     scaled to fit (LeCun et al. 1998), averaged down to ``size × size``, each image's peak at 1."""
@@ -59,6 +60,7 @@ def mnist_pool(directory: str | Path, size: int = 8) -> ImagePool:
     return on_grid("mnist", images[..., 4:24, 4:24], labels, size)
 
 
+@functools.cache  # decoding 2,720 PNGs takes about 2 s: once per process, not once per arm
 def omniglot_pool(path: str | Path, size: int = 8) -> ImagePool:
     """Omniglot's characters, every character a class of 20 drawings, on the UCI digits' grid:
     ink at 1, the whole 105 × 105 drawing averaged down to ``size × size``, each image's peak at 1."""
