@@ -11,9 +11,9 @@ from engramlab.tasks import control
 from engramlab.tasks import gato_tokens as tok
 
 
-def tiny() -> Gato:
+def tiny(rotary: bool = False) -> Gato:
     torch.manual_seed(3)
-    return Gato(GatoConfig(layers=2, width=32, heads=4, mlp=64, dropout=0.0))
+    return Gato(GatoConfig(layers=2, width=32, heads=4, mlp=64, dropout=0.0, rotary=rotary))
 
 
 def reference_returns(model: Gato, task, episodes: int, seed: int) -> list[float]:
@@ -45,9 +45,9 @@ def reference_returns(model: Gato, task, episodes: int, seed: int) -> list[float
     return returns
 
 
-@pytest.mark.parametrize("name", ["cartpole", "babyai-gotoobj"])
-def test_cached_lockstep_decoding_acts_as_full_recomputation(name):
-    model, task = tiny(), control.get_task(name)
+@pytest.mark.parametrize("name,rotary", [("cartpole", False), ("babyai-gotoobj", False), ("babyai-gotoobj", True)])
+def test_cached_lockstep_decoding_acts_as_full_recomputation(name, rotary):
+    model, task = tiny(rotary), control.get_task(name)
     rollouts = run_episodes(model, task, episodes=3, seed=5, context=4096)
     assert rollouts.returns.tolist() == pytest.approx(reference_returns(model, task, 3, 5))
 

@@ -1,16 +1,18 @@
 """The Gato transformer: causal, cache-exact decoding, left padding that changes nothing, the
 masked loss against a hand computation, and patches that enter the embedding."""
 
+import pytest
 import torch
 import torch.nn.functional as F
 
-from engramlab.models.gato import Gato, GatoConfig
+from engramlab.models.gato import Gato, GatoConfig, rotary_angles, rotate
 from engramlab.tasks import gato_tokens as tok
 
 
 def tiny(**kw) -> Gato:
     torch.manual_seed(0)
-    return Gato(GatoConfig(layers=2, width=32, heads=4, mlp=64, dropout=0.0, patch=2, patch_groups=4, **kw)).eval()
+    shape = dict(layers=2, width=32, heads=4, mlp=64, dropout=0.0, patch=2, patch_groups=4) | kw
+    return Gato(GatoConfig(**shape)).eval()
 
 
 def sequence(length: int = 12, batch: int = 2):
@@ -29,8 +31,9 @@ def test_a_token_changes_no_earlier_prediction():
     assert not torch.allclose(after[:, 7:], before[:, 7:])
 
 
-def test_decoding_with_the_cache_equals_one_full_pass():
-    model = tiny()
+@pytest.mark.parametrize("rotary", [False, True])
+def test_decoding_with_the_cache_equals_one_full_pass(rotary):
+    model = tiny(rotary=rotary)
     ids, local = sequence()
     full, _ = model(ids, local)
     logits, cache = model(ids[:, :5], local[:, :5])
@@ -41,9 +44,11 @@ def test_decoding_with_the_cache_equals_one_full_pass():
     torch.testing.assert_close(torch.cat(steps, dim=1), full, atol=1e-5, rtol=1e-5)
 
 
-def test_left_padding_masked_out_changes_no_prediction():
-    """No global positions: a row shifted right behind masked padding predicts the same."""
-    model = tiny()
+@pytest.mark.parametrize("rotary", [False, True])
+def test_left_padding_masked_out_changes_no_prediction(rotary):
+    """No global positions, or rotary ones (relative): a row shifted right behind masked padding
+    predicts the same."""
+    model = tiny(rotary=rotary)
     ids, local = sequence(batch=1)
     plain, _ = model(ids, local)
     padded_ids = torch.cat([torch.full((1, 3), tok.END), ids], dim=1)
@@ -51,6 +56,27 @@ def test_left_padding_masked_out_changes_no_prediction():
     key_mask = torch.cat([torch.zeros(1, 3, dtype=torch.bool), torch.ones_like(ids, dtype=torch.bool)], dim=1)
     padded, _ = model(padded_ids, padded_local, key_mask=key_mask)
     torch.testing.assert_close(padded[:, 3:], plain, atol=1e-5, rtol=1e-5)
+
+
+def test_rotary_positions_tell_the_latest_token_from_an_older_one():
+    """Without global positions the last query sees the same set of keys and values whichever of
+    two earlier tokens (same id, same local position) comes first; with rotary ones it does not.
+    The rotation itself keeps a query-key product a function of the distance only."""
+    ids, local = sequence(length=6, batch=1)
+    swapped = ids.clone()
+    swapped[0, [1, 3]] = ids[0, [3, 1]]
+    local[0, 3] = local[0, 1]
+    one_layer = dict(layers=1)
+    plain = tiny(**one_layer)
+    torch.testing.assert_close(plain(ids, local)[0][:, -1], plain(swapped, local)[0][:, -1])
+    rotary = tiny(rotary=True, **one_layer)
+    assert not torch.allclose(rotary(ids, local)[0][:, -1], rotary(swapped, local)[0][:, -1], atol=1e-5)
+    q, k = torch.randn(2, 1, 1, 1, 8).unbind(0)
+    products = [
+        (rotate(q, rotary_angles(torch.tensor([i + 2]), 8)) * rotate(k, rotary_angles(torch.tensor([i]), 8))).sum()
+        for i in (0, 5)
+    ]
+    torch.testing.assert_close(products[0], products[1])
 
 
 def test_the_loss_counts_only_target_tokens():

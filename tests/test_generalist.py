@@ -113,6 +113,8 @@ def test_fine_tuning_refuses_a_task_the_generalist_trained_on(generalist_run, tm
         (["data.tasks=[cartpol]"], "unknown control task 'cartpol'"),
         (["eval.record=acrobot", "data.tasks=[cartpole]"], "eval.record ('acrobot') must be one of data.tasks"),
         (["data.held_out=[cartpole]"], "data.held_out shares ['cartpole'] with data.tasks"),
+        (["model.heads=5"], "model.width (768) must be a multiple of model.heads (5)"),
+        (["model.heads=768", "model.rotary=true"], "model.rotary needs an even head width; width / heads = 1"),
     ],
 )
 def test_config_errors_name_the_field(overrides, message):

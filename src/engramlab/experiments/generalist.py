@@ -100,6 +100,15 @@ class ModelConfig(Config):
     dropout: float = Field(0.1, ge=0, lt=1, description="dropout (paper: 0.1)")
     context: int = Field(1024, ge=16, description="tokens per sequence (paper: 1024)")
     smooth_bins: bool = Field(True, description="start continuous-bin embeddings smooth in the bin value (ours)")
+    rotary: bool = Field(False, description="rotary positions on queries and keys: the tokens' order (ours)")
+
+    @model_validator(mode="after")
+    def _heads_divide_width(self):
+        if self.width % self.heads:
+            raise ValueError(f"model.width ({self.width}) must be a multiple of model.heads ({self.heads})")
+        if self.rotary and (self.width // self.heads) % 2:
+            raise ValueError(f"model.rotary needs an even head width; width / heads = {self.width // self.heads}")
+        return self
 
 
 class MixConfig(Config):
@@ -211,7 +220,7 @@ class Generalist(Experiment):
     Config = GeneralistConfig
     presets = {
         "quick": {
-            "model": {"layers": 4, "width": 128, "heads": 4, "mlp": 512, "dropout": 0.0, "context": 256},
+            "model": {"layers": 4, "width": 128, "heads": 4, "mlp": 512, "dropout": 0, "context": 256, "rotary": True},
             "train": {
                 "steps": 4000,
                 "batch_size": 16,
@@ -231,6 +240,8 @@ class Generalist(Experiment):
         "quick": [
             "4 layers x 128 (about 1M parameters), context 256, 4k updates of batch 16 (paper: 79M+, 1024, 1M x 512)",
             "no dropout (paper: 0.1): on a CPU the dropout masks took half of a training step (torch.profiler)",
+            "rotary positions on queries and keys (RoFormer) give the tokens' order; the paper names only local "
+            "and patch positions, and without an order the model cannot tell the latest observation from older ones",
             "20 rollouts per task and condition (paper: 50)",
             *COMMON_DEVIATIONS,
         ],
@@ -281,6 +292,7 @@ class Generalist(Experiment):
             local_positions=max(m.context, 64) + 1,  # a timestep (or a text) never exceeds the context
             patch=cfg.data.patch,
             smooth_bins=m.smooth_bins,
+            rotary=m.rotary,
         )
         return GatoLearner(Gato(shape))
 

@@ -7,8 +7,11 @@ Reed et al. 2022, "A Generalist Agent" (arXiv 2205.06175):
   block (GroupNorm, GELU; App. C.3) on its pixels plus learned row and column position tables
   over 128 quantised values: in training a position is sampled uniformly inside the patch's
   interval, in evaluation the interval's rounded mean is used. Every token adds a learned
-  **local position** embedding, its place inside its timestep (App. C.2); there is no
-  global position.
+  **local position** embedding, its place inside its timestep (App. C.2). The paper names no
+  global position; with ``rotary`` (ours), rotary position embeddings (Su et al. 2021) on
+  queries and keys give the tokens' order, so the model can tell the latest observation from
+  older ones that share its local positions (without it LunarLander stayed near 0 %, see
+  docs/generalist.md).
 - **Transformer** (§2.3): pre-norm decoder-only blocks with causal self-attention and a GELU
   MLP (nanoGPT's layout); the output layer shares the token table.
 - **Loss** (§2.3): masked next-token cross-entropy; only tokens marked as targets (text and
@@ -45,6 +48,7 @@ class GatoConfig:
     channels: int = 1  # image channels
     patch_groups: int = 8  # GroupNorm groups of the patch ResNet block (paper: 32)
     smooth_bins: bool = True  # start neighbouring continuous bins at nearby embeddings (ours)
+    rotary: bool = False  # rotary positions on queries and keys: the order of tokens (ours; see Gato)
 
 
 class PatchResNet(nn.Module):
@@ -64,6 +68,22 @@ class PatchResNet(nn.Module):
         return self.out(x.flatten(1))
 
 
+def rotary_angles(positions: Tensor, head_dim: int, base: float = 10_000.0) -> tuple[Tensor, Tensor]:
+    """cos and sin (T, head_dim / 2) of rotary position embeddings (Su et al. 2021, RoFormer §3.4)."""
+    frequencies = base ** -(torch.arange(head_dim // 2, device=positions.device) / (head_dim // 2))
+    angle = positions[:, None].float() * frequencies[None]
+    return angle.cos(), angle.sin()
+
+
+def rotate(x: Tensor, angles: tuple[Tensor, Tensor]) -> Tensor:
+    """Rotate each pair (x_i, x_{i + d/2}) of queries or keys (B, H, T, d) by its position's angle:
+    a query-key product then depends on their distance only, so left padding and a rebuilt cache
+    change nothing."""
+    cos, sin = angles
+    a, b = x.chunk(2, dim=-1)
+    return torch.cat([a * cos - b * sin, a * sin + b * cos], dim=-1)
+
+
 class Block(nn.Module):
     def __init__(self, cfg: GatoConfig):
         super().__init__()
@@ -74,9 +94,11 @@ class Block(nn.Module):
         self.mlp = nn.Sequential(nn.Linear(cfg.width, cfg.mlp), nn.GELU(), nn.Linear(cfg.mlp, cfg.width))
         self.dropout = cfg.dropout
 
-    def forward(self, x: Tensor, mask: Tensor | None, cache: tuple[Tensor, Tensor] | None):
+    def forward(self, x: Tensor, mask: Tensor | None, cache: tuple[Tensor, Tensor] | None, angles=None):
         q, k, v = self.qkv(self.norm1(x)).split(x.shape[-1], dim=-1)
         q, k, v = (t.unflatten(-1, (self.heads, -1)).transpose(1, 2) for t in (q, k, v))  # (B, H, T, d)
+        if angles is not None:  # cached keys were rotated when they were made
+            q, k = rotate(q, angles), rotate(k, angles)
         if cache is not None:
             k, v = torch.cat([cache[0], k], dim=2), torch.cat([cache[1], v], dim=2)
         p = self.dropout if self.training else 0.0
@@ -176,9 +198,13 @@ class Gato(nn.Module):
                 # padding is never attended to, except by itself: a query with no key at all
                 # would give NaN on older PyTorch versions, and NaN times a zero weight spreads
                 mask = mask & (key_mask[:, None, None, :] | (columns == rows)[None, None])
+        angles = None
+        if self.cfg.rotary:
+            positions = torch.arange(past, past + ids.shape[1], device=ids.device)
+            angles = rotary_angles(positions, self.cfg.width // self.cfg.heads)
         new_cache = []
         for i, block in enumerate(self.blocks):
-            x, kv = block(x, mask, cache[i] if cache else None)
+            x, kv = block(x, mask, cache[i] if cache else None, angles)
             new_cache.append(kv)
         return self.norm(x), new_cache
 
