@@ -5,7 +5,8 @@
 
 Generalist runs: the generalist with and without a demonstration prompt, the specialists and the
 1-NN retrieval agent (normalised: 0 = random policy, 100 = expert, in %), then the headline
-shares. Fine-tuning runs (``engram run generalist-finetune``): per held-out task and number of
+shares, and each seed's count of tasks ≥ 50 %, margin over the specialists and caption accuracy.
+Fine-tuning runs (``engram run generalist-finetune``): per held-out task and number of
 demonstrations, fine-tuned from the generalist and from scratch, prompted and not, then the
 share of (task, demonstrations) pairs where the generalist's start wins, per seed.
 """
@@ -69,7 +70,23 @@ def main(runs: list[Path]) -> str:
         values = [cell([s["metrics"][k] for s in summaries]) for k in keys]
         lines.append(f"| tasks ≥ {share} % (% of {len(tasks)}) | " + " | ".join(values) + " | | |")
     seeds = ", ".join(str(s["seed"]) for s in summaries)
-    return f"Seeds {seeds}; mean ± std over seeds, in % of the expert.\n\n" + "\n".join(lines)
+    return (
+        f"Seeds {seeds}; mean ± std over seeds, in % of the expert.\n\n" + "\n".join(lines) + by_seed(summaries, tasks)
+    )
+
+
+def by_seed(summaries: list[dict], tasks: list[str]) -> str:
+    """The headline numbers of each seed, so a mean never hides a seed below a bar."""
+
+    def each(key: str, scale: float, digits: int) -> str:
+        return ", ".join(f"{s['metrics'][key] * scale:.{digits}f}" for s in summaries if key in s["metrics"])
+
+    above = each("generalist/tasks_above_50", len(tasks), 0)
+    return (
+        f"\n\nBy seed: training tasks ≥ 50 % (prompted): {above} of {len(tasks)}"
+        f"; generalist minus specialists: {each('generalist/points_below_specialists', -1, 1)} points"
+        f"; caption accuracy: {each('generalist/caption_accuracy', 100, 1)} %"
+    )
 
 
 if __name__ == "__main__":
