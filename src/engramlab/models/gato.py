@@ -48,7 +48,7 @@ class GatoConfig:
     channels: int = 1  # image channels
     patch_groups: int = 8  # GroupNorm groups of the patch ResNet block (paper: 32)
     smooth_bins: bool = True  # start neighbouring continuous bins at nearby embeddings (ours)
-    rotary: bool = False  # rotary positions on queries and keys: the order of tokens (ours; see Gato)
+    rotary: bool = False  # rotary positions on queries and keys, the tokens' order (ours; the paper names none)
 
 
 class PatchResNet(nn.Module):
