@@ -59,8 +59,9 @@ def test_left_padding_masked_out_changes_no_prediction(rotary):
 
 
 def test_rotary_positions_tell_the_latest_token_from_an_older_one():
-    """Without global positions the last query sees the same set of keys and values whichever of
-    two earlier tokens (same id, same local position) comes first; with rotary ones it does not.
+    """Without global positions, a one-layer model's last query sees the same set of keys and
+    values whichever order two earlier tokens with the same local position come in; with rotary
+    ones it does not.
     The rotation itself keeps a query-key product a function of the distance only."""
     ids, local = sequence(length=6, batch=1)
     swapped = ids.clone()
