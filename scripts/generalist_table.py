@@ -76,17 +76,19 @@ def main(runs: list[Path]) -> str:
 
 
 def by_seed(summaries: list[dict], tasks: list[str]) -> str:
-    """The headline numbers of each seed, so a mean never hides a seed below a bar."""
-
-    def each(key: str, scale: float, digits: int) -> str:
-        return ", ".join(f"{s['metrics'][key] * scale:.{digits}f}" for s in summaries if key in s["metrics"])
-
-    above = each("generalist/tasks_above_50", len(tasks), 0)
-    return (
-        f"\n\nBy seed: training tasks ≥ 50 % (prompted): {above} of {len(tasks)}"
-        f"; generalist minus specialists: {each('generalist/points_below_specialists', -1, 1)} points"
-        f"; caption accuracy: {each('generalist/caption_accuracy', 100, 1)} %"
-    )
+    """The headline numbers of each seed, so a mean never hides a seed below a bar (a number a
+    run did not measure, e.g. with ``specialists=false``, is left out)."""
+    parts = [
+        ("training tasks ≥ 50 % (prompted)", "generalist/tasks_above_50", len(tasks), 0, f" of {len(tasks)}"),
+        ("generalist minus specialists", "generalist/points_below_specialists", -1, 1, " points"),
+        ("caption accuracy", "generalist/caption_accuracy", 100, 1, " %"),
+    ]
+    said = [
+        f"{label}: " + ", ".join(f"{s['metrics'][key] * scale:.{digits}f}" for s in summaries) + unit
+        for label, key, scale, digits, unit in parts
+        if all(key in s["metrics"] for s in summaries)
+    ]
+    return "\n\nBy seed: " + "; ".join(said)
 
 
 if __name__ == "__main__":

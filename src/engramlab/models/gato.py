@@ -94,7 +94,13 @@ class Block(nn.Module):
         self.mlp = nn.Sequential(nn.Linear(cfg.width, cfg.mlp), nn.GELU(), nn.Linear(cfg.mlp, cfg.width))
         self.dropout = cfg.dropout
 
-    def forward(self, x: Tensor, mask: Tensor | None, cache: tuple[Tensor, Tensor] | None, angles=None):
+    def forward(
+        self,
+        x: Tensor,
+        mask: Tensor | None,
+        cache: tuple[Tensor, Tensor] | None,
+        angles: tuple[Tensor, Tensor] | None = None,
+    ):
         q, k, v = self.qkv(self.norm1(x)).split(x.shape[-1], dim=-1)
         q, k, v = (t.unflatten(-1, (self.heads, -1)).transpose(1, 2) for t in (q, k, v))  # (B, H, T, d)
         if angles is not None:  # cached keys were rotated when they were made
