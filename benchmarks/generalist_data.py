@@ -18,8 +18,8 @@ import time
 from pathlib import Path
 
 from engramlab.config import resolve
-from engramlab.experiments.generalist import Generalist, task_data
-from engramlab.train.rundir import library_versions, machine_info, now_iso
+from engramlab.engine.rundir import library_versions, machine_info, now_iso
+from engramlab.experiments.generalist.generalist import Generalist, task_data
 
 
 def main(argv=None) -> int:

@@ -53,8 +53,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from engramlab.engine.rundir import cpu_model, library_versions
 from engramlab.memory.knn import KNNAttention, KNNStore
-from engramlab.train.rundir import cpu_model, library_versions
 
 
 class HelpFormatter(argparse.ArgumentDefaultsHelpFormatter, argparse.RawDescriptionHelpFormatter):

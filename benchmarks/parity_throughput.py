@@ -8,7 +8,7 @@ Every implementation trains the same model for ``--seconds`` of wall time after 
 cell (``hidden`` units) pondered for up to N = 20 steps, batch 128, Adam, gradient clipping 1,
 including data generation. Peers run as in their own training scripts (their model, losses and
 DataLoader), loaded from a local checkout given on the command line; nothing of theirs is part
-of engramlab. engramlab runs its real training loop (``engramlab.train.loop.train``), with the
+of engramlab. engramlab runs its real training loop (``engramlab.engine.train.train``), with the
 unroll forced to N = 20 steps (epsilon = 0) so that the work per update is the same as the peers',
 and also with the paper's truncation rule (epsilon = 0.05, §2.3), whose cost depends on how long
 the model ponders (here: at initialisation).
@@ -30,9 +30,9 @@ import torch
 from torch import nn
 
 from engramlab.config import resolve
+from engramlab.engine.rundir import library_versions, machine_info, now_iso
+from engramlab.engine.train import train
 from engramlab.experiments import get_experiment
-from engramlab.train.loop import train
-from engramlab.train.rundir import library_versions, machine_info, now_iso
 
 SETTINGS = [  # (n, hidden): the peers' default, our quick preset's size, the paper's interpolation size
     (8, 64),

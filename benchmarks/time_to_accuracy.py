@@ -17,7 +17,7 @@ import statistics
 import sys
 from pathlib import Path
 
-from engramlab.train.rundir import read_json, read_metrics
+from engramlab.engine.rundir import read_json, read_metrics
 
 
 def first_reach(run_dir: Path, arm: str, metric: str, threshold: float) -> dict:

@@ -18,7 +18,7 @@ from pathlib import Path
 
 import numpy as np
 
-from engramlab.plots import color, plt, save
+from engramlab.engine.plots import color, plt, save
 
 
 def collect(run_dirs: list[Path]) -> dict[str, dict[str, dict[str, list[float]]]]:

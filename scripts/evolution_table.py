@@ -27,9 +27,9 @@ import numpy as np
 import yaml
 
 from engramlab.evolve.bacteria import FEELINGS
-from engramlab.experiments.bacteria import ARMS as BACTERIA_ARMS
-from engramlab.experiments.bacteria import DIRECTIONS, WALKERS, unit_vectors
-from engramlab.experiments.evolved_rule import Arm
+from engramlab.experiments.evolution.bacteria import ARMS as BACTERIA_ARMS
+from engramlab.experiments.evolution.bacteria import DIRECTIONS, WALKERS, unit_vectors
+from engramlab.experiments.evolution.evolved_rule import Arm
 
 ARMS = Arm.__args__
 

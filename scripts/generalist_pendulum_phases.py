@@ -19,8 +19,8 @@ import numpy as np
 import torch
 
 from engramlab.config import load_yaml
-from engramlab.experiments.generalist import EXPERIMENT, build_sampler
-from engramlab.experiments.runner import load_arm_model
+from engramlab.engine.runner import load_arm_model
+from engramlab.experiments.generalist.generalist import EXPERIMENT, build_sampler
 from engramlab.tasks import gato_tokens as tok
 
 TOP = 0.85  # the expert switches from pumping to PD control above this cos θ

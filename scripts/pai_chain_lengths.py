@@ -16,7 +16,7 @@ import statistics
 from pathlib import Path
 
 from engramlab.api import load_config
-from engramlab.plots import color, plt, save
+from engramlab.engine.plots import color, plt, save
 
 KEYS = ("direct_accuracy", "indirect_accuracy", "direct_hops", "indirect_hops")
 

@@ -11,7 +11,8 @@ from conftest import engram_cmd, sets
 
 from engramlab.cli import main
 from engramlab.config import resolve
-from engramlab.experiments import babi_common, get_experiment
+from engramlab.experiments import get_experiment
+from engramlab.experiments.babi import common as babi_common
 
 PEOPLE = ["mary", "john", "sandra", "daniel"]
 PLACES = ["kitchen", "garden", "office", "bathroom", "hallway"]

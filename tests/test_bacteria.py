@@ -176,7 +176,7 @@ def test_eval_repeats_the_runs_measurement_from_the_checkpoints(tiny_run):
 
 
 def test_a_window_closes_into_per_world_means():
-    from engramlab.experiments.bacteria import Colony
+    from engramlab.experiments.evolution.bacteria import Colony
 
     colony = Colony(world(), records=2, window_steps=4)
     # over 4 steps: 40 cell-steps at a summed distance of 400 µm, 10 signalling, 3 births, 1 death
@@ -189,7 +189,7 @@ def test_a_window_closes_into_per_world_means():
 
 
 def test_uniform_distance_is_the_mean_distance_to_a_uniform_cell():
-    from engramlab.experiments.bacteria import uniform_distance
+    from engramlab.experiments.evolution.bacteria import uniform_distance
 
     grid = (torch.arange(1000, dtype=torch.float64) + 0.5) / 1000 - 0.5  # cell centres, food at the origin
     mean = (grid[:, None] ** 2 + grid[None] ** 2).sqrt().mean()

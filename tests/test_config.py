@@ -2,7 +2,7 @@ import pytest
 
 from engramlab.config import describe, load_yaml, parse_override, parse_value, resolve, to_yaml, validate
 from engramlab.errors import ConfigError
-from engramlab.experiments.pondernet_parity import PonderParityConfig
+from engramlab.experiments.ponder.pondernet_parity import PonderParityConfig
 
 
 def test_overrides_reach_nested_fields_and_parse_values():

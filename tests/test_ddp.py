@@ -10,10 +10,10 @@ from conftest import REPO, check_exit, sets
 SCRIPT = textwrap.dedent(
     """
     import sys, torch
-    from engramlab.train import distributed as dist
+    from engramlab.engine import distributed as dist
     from engramlab.experiments import get_experiment
     from engramlab.config import resolve
-    from engramlab.train.loop import train
+    from engramlab.engine.train import train
 
     torch.set_num_threads(1)
     dist.init_from_env()

@@ -7,10 +7,10 @@ import torch
 from pydantic import ValidationError
 from torch import nn
 
+from engramlab.engine.checkpoint import CHECKPOINT_NAME
 from engramlab.errors import NonFiniteLossError
 from engramlab.evolve.loop import EvolveConfig, evolve
 from engramlab.evolve.strategies import CMAES, AntitheticES, centred_ranks
-from engramlab.train.checkpoint import CHECKPOINT_NAME
 
 
 class Genome(nn.Module):

@@ -68,7 +68,7 @@ def only_run_dir(root, experiment):
 
 
 def checkpoint_step(run_dir, arm) -> int:
-    from engramlab.train.checkpoint import load_checkpoint
+    from engramlab.engine.checkpoint import load_checkpoint
 
     path = run_dir / arm / "checkpoint.safetensors"
     return load_checkpoint(path, with_state=False).step if path.exists() else 0

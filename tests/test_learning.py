@@ -2,11 +2,11 @@
 
 import torch
 
+from engramlab.engine.train import TrainConfig, train
 from engramlab.models.parity import ParityModel
 from engramlab.ponder.halting import ACT, PonderNet
 from engramlab.ponder.steps import GRUStep
 from engramlab.tasks.parity import ParityConfig, ParityTask
-from engramlab.train.loop import TrainConfig, train
 
 TASK = ParityTask(ParityConfig(n=8, train_k=(1, 8)))
 

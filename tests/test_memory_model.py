@@ -8,7 +8,7 @@ from conftest import sets
 
 from engramlab.bench import run_suite
 from engramlab.errors import EngramError
-from engramlab.experiments.memory_common import count_parameters, match_budget
+from engramlab.experiments.memory.common import count_parameters, match_budget
 from engramlab.memory import KINDS
 from engramlab.models.sequence import MemoryModel, MemoryModelConfig
 from engramlab.tasks.mqar import MQARConfig, MQARTask

@@ -6,14 +6,14 @@ import pytest
 import torch
 from torch import nn
 
+from engramlab.engine.checkpoint import Checkpoint, load_checkpoint, save_checkpoint
+from engramlab.engine.rundir import read_metrics
+from engramlab.engine.train import TrainConfig, learning_rate, train
 from engramlab.errors import NonFiniteLossError, RunDirError
 from engramlab.models.parity import ParityModel
 from engramlab.ponder.halting import PonderNet
 from engramlab.ponder.steps import GRUStep
 from engramlab.tasks.parity import ParityConfig, ParityTask
-from engramlab.train.checkpoint import Checkpoint, load_checkpoint, save_checkpoint
-from engramlab.train.loop import TrainConfig, learning_rate, train
-from engramlab.train.rundir import read_metrics
 
 TASK = ParityTask(ParityConfig(n=8, train_k=(1, 8)))
 

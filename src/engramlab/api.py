@@ -6,10 +6,10 @@ from pathlib import Path
 from typing import Any
 
 from engramlab.config import load_yaml, validate
+from engramlab.engine.rundir import CONFIG_NAME, read_json
+from engramlab.engine.runner import load_arm_model
 from engramlab.errors import RunDirError
 from engramlab.experiments import get_experiment
-from engramlab.experiments.runner import load_arm_model
-from engramlab.train.rundir import CONFIG_NAME, read_json
 
 
 def run_info(run_dir: Path) -> dict[str, Any]:

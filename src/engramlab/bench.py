@@ -17,15 +17,15 @@ import statistics
 from pathlib import Path
 from typing import Any
 
-from engramlab import plots
 from engramlab.api import load_config
 from engramlab.config import describe, resolve
+from engramlab.engine import plots
+from engramlab.engine.rundir import SUMMARY_NAME, read_json, write_json
+from engramlab.engine.runner import run_experiment
 from engramlab.errors import EngramError
 from engramlab.experiments import get_experiment
-from engramlab.experiments.memory_plots import METRIC_WORDS, grouped_bars
-from engramlab.experiments.runner import run_experiment
+from engramlab.experiments.memory.plots import METRIC_WORDS, grouped_bars
 from engramlab.publish import publish_run
-from engramlab.train.rundir import SUMMARY_NAME, read_json, write_json
 
 SUITES = {"memory": ["memory-copy", "memory-recall", "memory-mqar", "memory-passkey"]}
 

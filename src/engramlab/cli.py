@@ -167,10 +167,10 @@ def cmd_list(args) -> int:
 def cmd_run(args) -> int:
     from engramlab.api import load_config, run_info
     from engramlab.config import describe, resolve
+    from engramlab.engine import distributed as dist
+    from engramlab.engine.rundir import new_run_dir
+    from engramlab.engine.runner import run_experiment
     from engramlab.experiments import get_experiment
-    from engramlab.experiments.runner import run_experiment
-    from engramlab.train import distributed as dist
-    from engramlab.train.rundir import new_run_dir
 
     exp = get_experiment(args.experiment)
     if args.resume is not None:

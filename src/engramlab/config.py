@@ -12,11 +12,11 @@ import difflib
 import typing
 from collections.abc import Iterable, Mapping
 from pathlib import Path
-from typing import Any
+from typing import Any, ClassVar
 
 import annotated_types as at
 import yaml
-from pydantic import BaseModel, ConfigDict, ValidationError
+from pydantic import BaseModel, ConfigDict, ValidationError, model_validator
 
 from engramlab.errors import ConfigError
 
@@ -25,6 +25,24 @@ class Config(BaseModel):
     """Base class of every config section: unknown keys are errors, values are immutable."""
 
     model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class HeadsDivideWidth(Config):
+    """A model config whose attention splits its width (the field named by ``width_field``) into
+    ``heads`` equal parts, checked when the config is read, so a bad pair is one error line and no
+    run directory is written. :meth:`splits_width` says whether this config uses heads at all."""
+
+    width_field: ClassVar[str] = "hidden"
+
+    def splits_width(self) -> bool:
+        return True
+
+    @model_validator(mode="after")
+    def _heads_divide_width(self):
+        width = getattr(self, self.width_field)
+        if self.splits_width() and width % self.heads:
+            raise ValueError(f"model.{self.width_field} ({width}) must be a multiple of model.heads ({self.heads})")
+        return self
 
 
 # ---------------------------------------------------------------------------------------------

@@ -2,21 +2,30 @@
 
 from __future__ import annotations
 
+import shutil
 from pathlib import Path
 from typing import Any
 
 from engramlab.api import load_config
 from engramlab.config import parse_override, resolve, to_yaml
-from engramlab.errors import ConfigError, RunDirError
-from engramlab.experiments.runner import load_arm_model
-from engramlab.train.checkpoint import atomic_write_text
-from engramlab.train.rundir import (
+from engramlab.engine.checkpoint import atomic_write_text
+from engramlab.engine.rundir import (
     CONFIG_NAME,
     SUMMARY_NAME,
     new_run_dir,
     provenance,
     write_json,
 )
+from engramlab.engine.runner import load_arm_model
+from engramlab.errors import ConfigError, RunDirError
+
+
+def trained_model(exp, cfg, run_dir: Path, arm: str):
+    try:
+        return load_arm_model(exp, cfg, run_dir, arm)
+    except RuntimeError as exc:  # state-dict shape mismatch
+        first = str(exc).strip().splitlines()[-1].strip()
+        raise RunDirError(f"the overrides change the shape of the trained '{arm}' model ({first})") from None
 
 
 def evaluate_run(run_dir: Path, overrides: list[str]) -> tuple[dict[str, Any], Path]:
@@ -28,18 +37,18 @@ def evaluate_run(run_dir: Path, overrides: list[str]) -> tuple[dict[str, Any], P
             allowed = ", ".join(k + "*" if k.endswith(".") else k for k in exp.eval_keys)
             raise ConfigError(f"engram eval cannot change '{key}' for {exp.name} (allowed: {allowed})")
     cfg = resolve(exp.Config, cfg.model_dump(), overrides=overrides)
-    results = {}
-    for arm in exp.arms(cfg):
-        try:
-            model = load_arm_model(exp, cfg, run_dir, arm)
-        except RuntimeError as exc:  # state-dict shape mismatch
-            first = str(exc).strip().splitlines()[-1].strip()
-            raise RunDirError(f"the overrides change the shape of the trained '{arm}' model ({first})") from None
-        results[arm] = exp.evaluate(cfg, arm, model)
-    metrics = exp.summarize(cfg, results)
-
     out_dir = new_run_dir(run_dir, "evals")
-    plots = exp.plot(cfg, results, run_dir, out_dir / "plots")
+    try:
+        results, media = {}, []
+        for arm in exp.arms(cfg):
+            model = trained_model(exp, cfg, run_dir, arm)
+            results[arm] = exp.evaluate(cfg, arm, model)
+            media += exp.record(cfg, arm, model, out_dir / "plots")
+    except BaseException:
+        shutil.rmtree(out_dir, ignore_errors=True)  # nothing half-written
+        raise
+    metrics = exp.summarize(cfg, results)
+    plots = exp.plot(cfg, results, run_dir, out_dir / "plots") + media
     atomic_write_text(out_dir / CONFIG_NAME, to_yaml(cfg))
     summary = {
         "experiment": exp.name,

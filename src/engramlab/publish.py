@@ -11,8 +11,8 @@ from __future__ import annotations
 import shutil
 from pathlib import Path
 
+from engramlab.engine.rundir import CONFIG_NAME, METRICS_NAME, SUMMARY_NAME
 from engramlab.errors import RunDirError
-from engramlab.train.rundir import CONFIG_NAME, METRICS_NAME, SUMMARY_NAME
 
 
 def publish_run(run_dir: Path, dest: Path) -> Path:

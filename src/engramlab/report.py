@@ -10,9 +10,9 @@ from pathlib import Path
 from typing import Any
 
 from engramlab.config import load_yaml
+from engramlab.engine.rundir import CONFIG_NAME, SUMMARY_NAME, read_json
 from engramlab.errors import RunDirError
 from engramlab.experiments import get_experiment
-from engramlab.train.rundir import CONFIG_NAME, SUMMARY_NAME, read_json
 
 
 def find_runs(paths: list[Path]) -> list[Path]:

@@ -36,6 +36,7 @@ import math
 from dataclasses import dataclass
 from typing import Literal
 
+import numpy as np
 import torch
 from pydantic import Field
 from torch import Tensor, nn
@@ -43,6 +44,7 @@ from torch import Tensor, nn
 from engramlab.config import Config
 
 FEELINGS = ("food", "hunger", "touch", "tumble")  # what a stage-3 reward map weighs
+DIRECTIONS = ("falling", "steady", "rising")  # how the sensed concentration changes (World.stimulus)
 
 
 class WorldConfig(Config):
@@ -84,6 +86,18 @@ class Census:
     gained: Tensor  # energy eaten
     spent: Tensor  # energy spent by the living (basal and signal)
     lost: Tensor  # energy of the cells that died (≤ 0 left, but counted)
+
+
+def uniform_distance(size: float) -> float:
+    """Mean distance from a point to a uniformly placed cell on the periodic square of side
+    ``size``: size (√2 + ln(1 + √2)) / 6 ≈ 0.383 size (the no-tracking reference)."""
+    return size * (math.sqrt(2) + math.log(1 + math.sqrt(2))) / 6
+
+
+def unit_vectors(maps: np.ndarray) -> np.ndarray:
+    """Reward maps scaled to length 1: a map times a positive number teaches the same greedy
+    behaviour, so only its direction is comparable across runs."""
+    return maps / np.linalg.norm(maps, axis=1, keepdims=True)
 
 
 def states(stage: int) -> int:

@@ -1,4 +1,4 @@
-"""The one evolution loop: the counterpart of :func:`engramlab.train.loop.train` for genomes that
+"""The one evolution loop: the counterpart of :func:`engramlab.engine.train.train` for genomes that
 are evolved rather than trained by gradient.
 
 ``evolve(model, fitness, cfg, directory, …)`` needs only:
@@ -28,12 +28,12 @@ from torch import Tensor, nn
 from torch.nn.utils import parameters_to_vector, vector_to_parameters
 
 from engramlab.config import Config
+from engramlab.engine.checkpoint import CHECKPOINT_NAME, Checkpoint, load_checkpoint, save_checkpoint
+from engramlab.engine.progress import Progress
+from engramlab.engine.rundir import MetricsLog, Stopwatch
+from engramlab.engine.train import TrainResult, run_monitor
 from engramlab.errors import NonFiniteLossError
 from engramlab.evolve.strategies import CMAES, AntitheticES, Strategy
-from engramlab.train.checkpoint import CHECKPOINT_NAME, Checkpoint, load_checkpoint, save_checkpoint
-from engramlab.train.loop import TrainResult, run_monitor
-from engramlab.train.progress import Progress
-from engramlab.train.rundir import MetricsLog, Stopwatch
 
 
 class EvolveConfig(Config):

@@ -1,37 +1,46 @@
-"""The experiment registry: one module per experiment, imported on demand."""
+"""The catalogue of reproduced experiments, grouped by family; each family is a package holding
+its experiments (one file each), the code they share and their plots:
+
+- ``ponder/``: adaptive computation (PonderNet, ACT, fixed depth on parity; MEMO on paired
+  associative inference);
+- ``memory/``: every kind of memory on the NTM tasks, MQAR and passkey retrieval;
+- ``babi/``: MemN2N, a Universal Transformer with PonderNet, and MEMO on bAbI;
+- ``generalist/``: the Gato-style generalist and its transfer to held-out tasks;
+- ``evolution/``: the evolved learning rule and the evolving bacteria.
+
+To register a new experiment, add one line to ``REGISTRY`` below.
+"""
 
 from __future__ import annotations
 
-import importlib
+from engramlab.engine.experiment import Experiment, PaperNumber
+from engramlab.engine.registry import Registry
 
-from engramlab.errors import ConfigError
-from engramlab.experiments.base import Experiment, PaperNumber
-
-# name -> module defining ``EXPERIMENT``; add a line here to register a new experiment
-REGISTRY: dict[str, str] = {
-    "pondernet-parity": "engramlab.experiments.pondernet_parity",
-    "memory-copy": "engramlab.experiments.memory_copy",
-    "memory-recall": "engramlab.experiments.memory_recall",
-    "memory-mqar": "engramlab.experiments.memory_mqar",
-    "memory-passkey": "engramlab.experiments.memory_passkey",
-    "memn2n-babi": "engramlab.experiments.memn2n_babi",
-    "memo-pai": "engramlab.experiments.memo_pai",
-    "pondernet-babi": "engramlab.experiments.pondernet_babi",
-    "memo-babi": "engramlab.experiments.memo_babi",
-    "generalist": "engramlab.experiments.generalist",
-    "generalist-finetune": "engramlab.experiments.generalist_finetune",
-    "evolved-rule": "engramlab.experiments.evolved_rule",
-    "bacteria": "engramlab.experiments.bacteria",
-}
+# name -> module defining ``EXPERIMENT``
+REGISTRY = Registry(
+    {
+        "pondernet-parity": "engramlab.experiments.ponder.pondernet_parity",
+        "memo-pai": "engramlab.experiments.ponder.memo_pai",
+        "memory-copy": "engramlab.experiments.memory.copy",
+        "memory-recall": "engramlab.experiments.memory.recall",
+        "memory-mqar": "engramlab.experiments.memory.mqar",
+        "memory-passkey": "engramlab.experiments.memory.passkey",
+        "memn2n-babi": "engramlab.experiments.babi.memn2n",
+        "pondernet-babi": "engramlab.experiments.babi.pondernet",
+        "memo-babi": "engramlab.experiments.babi.memo",
+        "generalist": "engramlab.experiments.generalist.generalist",
+        "generalist-finetune": "engramlab.experiments.generalist.finetune",
+        "evolved-rule": "engramlab.experiments.evolution.evolved_rule",
+        "bacteria": "engramlab.experiments.evolution.bacteria",
+    }
+)
 
 __all__ = ["Experiment", "PaperNumber", "REGISTRY", "get_experiment", "all_experiments"]
 
 
 def get_experiment(name: str) -> Experiment:
-    if name not in REGISTRY:
-        raise ConfigError(f"unknown experiment '{name}' (available: {', '.join(sorted(REGISTRY))})")
-    return importlib.import_module(REGISTRY[name]).EXPERIMENT
+    return REGISTRY.experiment(name)
 
 
 def all_experiments() -> list[Experiment]:
-    return [get_experiment(name) for name in sorted(REGISTRY)]
+    return REGISTRY.experiments()

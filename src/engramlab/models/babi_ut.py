@@ -10,7 +10,7 @@ wrappers of :mod:`engramlab.ponder.halting` (PonderNet, ACT, a fixed depth) repe
 :class:`FactEmbedding` is shared with MEMO on bAbI (:class:`engramlab.models.memo.BabiMEMOStep`).
 
 Input: one long tensor (B, 1 + M, W) of word ids, the question first, then the story's last M
-sentences, oldest first, front-padded (``engramlab.experiments.babi_common``). Empty sentences
+sentences, oldest first, front-padded (``engramlab.experiments.babi.common``). Empty sentences
 are masked out of the attention. Since the halting wrappers drop halted samples from one
 batch-first tensor, the key-padding mask travels with the encoded input as its last channel.
 

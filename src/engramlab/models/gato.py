@@ -20,7 +20,7 @@ Reed et al. 2022, "A Generalist Agent" (arXiv 2205.06175):
   rows of a batch may be left-padded (``key_mask``) to share one cache.
 
 ``GatoConfig(layers, width, heads, ...)``; the paper's smallest model is 8 layers × 768 with
-24 heads (79M); our ``quick`` one is about 1M parameters (experiments/generalist.py).
+24 heads (79M); our ``quick`` one is about 1M parameters (experiments/generalist/generalist.py).
 """
 
 from __future__ import annotations

@@ -1,0 +1,82 @@
+"""Plot helpers shared by experiments (matplotlib, headless)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import matplotlib
+
+matplotlib.use("Agg")
+import matplotlib.pyplot as plt  # noqa: E402
+
+from engramlab.engine.rundir import read_metrics  # noqa: E402
+
+ARM_COLORS = {
+    "pondernet": "tab:blue",
+    "act": "tab:orange",
+    "fixed": "tab:green",
+    "repeat": "tab:red",
+    # memory kinds: one colour each across every memory plot
+    "lstm": "tab:orange",
+    "gru": "tab:brown",
+    "attention": "tab:blue",
+    "memn2n": "tab:red",
+    "ntm": "tab:green",
+    "knn": "tab:purple",
+    "xl": "tab:cyan",
+    "generalist": "black",
+}
+
+
+def color(arm: str, index: int):
+    """An arm's fixed colour, else the index-th of matplotlib's cycle; past 10 arms the light
+    shades of tab20, so a plot of up to 20 arms repeats no colour."""
+    if arm in ARM_COLORS:
+        return ARM_COLORS[arm]
+    return f"C{index}" if index < 10 else plt.get_cmap("tab20")((2 * index + 1) % 20)
+
+
+def save(fig, path: Path) -> Path:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+    return path
+
+
+def save_gif(frames: list, path: Path, milliseconds: int, shrink: int = 1) -> Path:
+    """An animated GIF of ``frames`` (H, W, 3 uint8 arrays), ``milliseconds`` each, looping; with
+    ``shrink``, each frame resized to 1 / shrink of its sides."""
+    from PIL import Image  # pillow comes with matplotlib
+
+    images = [Image.fromarray(frame) for frame in frames]
+    if shrink > 1:
+        images = [image.resize((image.width // shrink, image.height // shrink)) for image in images]
+    path.parent.mkdir(parents=True, exist_ok=True)
+    images[0].save(path, save_all=True, append_images=images[1:], duration=milliseconds, loop=0)
+    return path
+
+
+def learning_curves(
+    run_dir: Path, arms: list[str], panels: list[tuple[str, list[tuple[str, str, str]]]], path: Path, labels=None
+) -> Path:
+    """One panel per ``(title, [(metric key, line style, legend suffix), ...])``; one colour per arm.
+
+    Reads each arm's ``metrics.jsonl``; metrics missing from an arm are skipped.
+    """
+    labels = labels or {}
+    fig, axes = plt.subplots(1, len(panels), figsize=(5 * len(panels), 3.6), squeeze=False)
+    for ax, (title, keys) in zip(axes[0], panels):
+        for i, arm in enumerate(arms):
+            rows = read_metrics(Path(run_dir) / arm)
+            for key, style, suffix in keys:
+                points = [(r["step"], r[key]) for r in rows if r.get(key) is not None]
+                if points:
+                    xs, ys = zip(*points)
+                    ax.plot(xs, ys, style, color=color(arm, i), label=labels.get(arm, arm) + suffix, lw=1.4)
+        ax.set_title(title)
+        ax.set_xlabel("training step")
+        ax.grid(alpha=0.3)
+        if ax.lines:
+            ax.legend(fontsize=7)
+    return save(fig, path)

@@ -1,0 +1,250 @@
+"""Run an experiment: train and evaluate every arm, then summarise and plot.
+
+Arms run in worker processes (``workers``), each with ``threads`` PyTorch threads: on a 2-core
+machine two single-threaded processes train tiny models faster than one process with two threads.
+Under ``torchrun`` the arms run one after the other, every rank training each arm together (DDP).
+
+A worker dies with its parent (Linux ``PR_SET_PDEATHSIG``), so after ``kill -9`` nothing keeps
+writing into the run directory, and ``--resume`` continues each unfinished arm from its last
+checkpoint.
+"""
+
+from __future__ import annotations
+
+import multiprocessing as mp
+import os
+import signal
+import sys
+import time
+import traceback
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from engramlab.config import Config, to_yaml
+from engramlab.engine import distributed as dist
+from engramlab.engine.checkpoint import atomic_write_text, load_checkpoint
+from engramlab.engine.experiment import Experiment
+from engramlab.engine.progress import Bar, BarBoard, QueueReporter
+from engramlab.engine.rundir import (
+    CONFIG_NAME,
+    SUMMARY_NAME,
+    Stopwatch,
+    now_iso,
+    provenance,
+    read_json,
+    write_json,
+)
+from engramlab.errors import EngramError, RunDirError
+
+ERROR_NAME = "error.txt"
+
+
+def run_experiment(
+    exp: Experiment,
+    cfg: Config,
+    run_dir: Path,
+    *,
+    preset: str | None,
+    overrides: list[str],
+    resume: bool = False,
+    workers: int = 1,
+    threads: int | None = None,
+    device: str = "cpu",
+    progress: bool = True,
+) -> dict[str, Any]:
+    run_dir = Path(run_dir)
+    clock = Stopwatch()
+    started = now_iso()
+    if not resume:
+        cfg = exp.prepare(cfg)
+    if dist.is_main() and not resume:
+        atomic_write_text(run_dir / CONFIG_NAME, to_yaml(cfg))
+        write_json(run_dir / "run.json", {"experiment": exp.name, "preset": preset, "overrides": overrides})
+    arms = exp.arms(cfg)
+    pending = [arm for arm in arms if not (run_dir / arm / SUMMARY_NAME).exists()]
+    workers = max(1, min(workers, len(pending))) if not dist.is_distributed() else 1
+    threads = threads or max(1, (os.cpu_count() or 1) // workers)
+    jobs = sorted(pending, key=lambda arm: -exp.arm_cost(cfg, arm))
+    if workers == 1:
+        for arm in jobs:
+            run_arm(exp, cfg.model_dump(), arm, str(run_dir / arm), resume, threads, device, None, progress)
+    else:
+        run_in_processes(exp, cfg, run_dir, jobs, resume, workers, threads, device, progress)
+    if not dist.is_main():
+        return {}
+
+    results = {arm: read_json(run_dir / arm / SUMMARY_NAME) for arm in arms}
+    return finish_run(
+        exp,
+        cfg,
+        run_dir,
+        results,
+        preset=preset,
+        overrides=overrides,
+        started=started,
+        wall_time_s=clock.elapsed,
+        workers=workers,
+        threads=threads,
+    )
+
+
+def finish_run(exp, cfg, run_dir, results, *, preset, overrides, started, wall_time_s, workers, threads):
+    """Headline metrics, plots and the top-level summary.json (written last)."""
+    metrics = exp.summarize(cfg, {arm: r["results"] for arm, r in results.items()})
+    plots = exp.plot(cfg, {arm: r["results"] for arm, r in results.items()}, run_dir, run_dir / "plots")
+    plots += [run_dir / path for r in results.values() for path in r.get("media", [])]  # made by each arm
+    summary = {
+        "experiment": exp.name,
+        "preset": preset,
+        "overrides": overrides,
+        "seed": exp.seed_of(cfg),
+        "metrics": metrics,
+        "paper": [p.__dict__ for p in exp.paper],
+        "deviations": exp.deviations.get(preset, []),
+        "arms": {
+            arm: {k: r[k] for k in ("steps", "train_wall_time_s", "eval_wall_time_s", "parameters")}
+            for arm, r in results.items()
+        },
+        "wall_time_s": wall_time_s,
+        "workers": workers,
+        "threads_per_worker": threads,
+        "started": started,
+        **provenance(),
+        "plots": [str(p.relative_to(run_dir)) for p in plots],
+    }
+    write_json(run_dir / SUMMARY_NAME, summary)
+    return summary
+
+
+@contextmanager
+def torch_threads(count: int):
+    """PyTorch's thread count set to ``count`` inside the block and given back after it, so that a run
+    started from Python (a test, a notebook) leaves the caller's setting as it found it."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(count)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(before)
+
+
+def run_arm(
+    exp: Experiment,
+    cfg_data: dict[str, Any],
+    arm: str,
+    arm_dir: str,
+    resume: bool,
+    threads: int,
+    device: str,
+    channel: Any,
+    progress: bool = True,
+) -> None:
+    """Train and evaluate one arm; its summary.json is written last (in-process or in a worker).
+
+    The evaluation path: :meth:`Experiment.evaluate` (numbers, into the arm's summary), then
+    :meth:`Experiment.record` (animations of the trained model, into the run's ``plots/``)."""
+    with torch_threads(threads):
+        cfg = exp.Config.model_validate(cfg_data)
+        arm_path = Path(arm_dir)
+        model = exp.build(cfg, arm)
+        reporter = QueueReporter(arm, channel) if channel is not None else Bar(arm, enabled=progress and dist.is_main())
+        result = exp.fit(cfg, arm, model, arm_path, progress=reporter, resume=resume, device=device)
+        if not dist.is_main():
+            return
+        eval_clock = Stopwatch()
+        model.eval()
+        results = exp.evaluate(cfg, arm, model)
+        media = exp.record(cfg, arm, model, arm_path.parent / "plots")
+    summary = {
+        "arm": arm,
+        "steps": result.steps,
+        "train_wall_time_s": result.wall_time_s,
+        "eval_wall_time_s": eval_clock.elapsed,
+        "resumed_from_step": result.resumed_from,
+        "parameters": sum(p.numel() for p in model.parameters()),
+        "train_metrics": result.train_metrics,
+        "monitor_metrics": result.monitor_metrics,
+        "results": results,
+        "media": [str(path.relative_to(arm_path.parent)) for path in media],
+    }
+    write_json(arm_path / SUMMARY_NAME, summary)
+
+
+def run_in_processes(exp, cfg, run_dir, jobs, resume, workers, threads, device, progress) -> None:
+    ctx = mp.get_context("spawn")
+    channel = ctx.Queue()
+    pending, running = list(jobs), {}
+    with BarBoard(channel, jobs, enabled=progress):
+        try:
+            while pending or running:
+                while pending and len(running) < workers:
+                    arm = pending.pop(0)
+                    args = (exp, cfg.model_dump(), arm, str(run_dir / arm), resume, threads, device, channel)
+                    proc = ctx.Process(target=worker_main, args=args, name=f"engram-{arm}")
+                    proc.start()
+                    running[arm] = proc
+                for arm, proc in list(running.items()):
+                    if proc.is_alive():
+                        continue
+                    proc.join()
+                    del running[arm]
+                    if proc.exitcode != 0:
+                        raise EngramError(f"arm '{arm}' failed: {read_error(run_dir / arm, proc.exitcode)}")
+                time.sleep(0.2)
+        finally:
+            for proc in running.values():
+                proc.terminate()
+                proc.join()
+
+
+def worker_main(*args) -> None:
+    die_with_parent()
+    arm_dir = Path(args[3])
+    try:
+        run_arm(*args)
+    except EngramError as exc:
+        write_error(arm_dir, str(exc))
+        sys.exit(2)
+    except KeyboardInterrupt:
+        sys.exit(130)
+    except BaseException:
+        write_error(arm_dir, traceback.format_exc())
+        sys.exit(1)
+
+
+def die_with_parent() -> None:
+    """Ask Linux to SIGKILL this process when its parent dies (no orphan keeps training)."""
+    if sys.platform.startswith("linux"):
+        import ctypes
+
+        libc = ctypes.CDLL("libc.so.6", use_errno=True)
+        libc.prctl(1, signal.SIGKILL)  # PR_SET_PDEATHSIG
+        if os.getppid() == 1:  # the parent is already gone
+            os._exit(1)
+
+
+def write_error(arm_dir: Path, message: str) -> None:
+    arm_dir.mkdir(parents=True, exist_ok=True)
+    atomic_write_text(arm_dir / ERROR_NAME, message)
+
+
+def read_error(arm_dir: Path, exitcode: int | None) -> str:
+    path = arm_dir / ERROR_NAME
+    if path.exists():
+        text = path.read_text().strip()
+        path.unlink()
+        return text.splitlines()[-1] if text else f"exit code {exitcode}"
+    return f"worker exited with code {exitcode}"
+
+
+def load_arm_model(exp: Experiment, cfg: Config, run_dir: Path, arm: str) -> torch.nn.Module:
+    """The trained model of one arm, in eval mode."""
+    path = Path(run_dir) / arm / "checkpoint.safetensors"
+    if not path.exists():
+        raise RunDirError(f"{run_dir}: arm '{arm}' has no checkpoint (was it trained?)")
+    model = exp.build(cfg, arm)
+    model.load_state_dict(load_checkpoint(path, with_state=False).model)
+    return model.eval()
