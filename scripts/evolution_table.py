@@ -26,9 +26,9 @@ from pathlib import Path
 import numpy as np
 import yaml
 
-from engramlab.evolve.bacteria import FEELINGS
+from engramlab.evolve.bacteria import DIRECTIONS, FEELINGS, unit_vectors
 from engramlab.experiments.evolution.bacteria import ARMS as BACTERIA_ARMS
-from engramlab.experiments.evolution.bacteria import DIRECTIONS, WALKERS, unit_vectors
+from engramlab.experiments.evolution.bacteria import WALKERS
 from engramlab.experiments.evolution.evolved_rule import Arm
 
 ARMS = Arm.__args__

@@ -68,6 +68,7 @@ def memn2n_run(tmp_path_factory):
     return run_dir, data
 
 
+@pytest.mark.slow  # shares a MemN2N run that learns a tiny task
 def test_memn2n_learns_the_tiny_where_is_task_and_reports_per_task_errors(memn2n_run):
     run_dir, _ = memn2n_run
     summary = json.loads((run_dir / "summary.json").read_text())
@@ -78,6 +79,7 @@ def test_memn2n_learns_the_tiny_where_is_task_and_reports_per_task_errors(memn2n
     assert (run_dir / "plots" / "task_errors.png").exists()
 
 
+@pytest.mark.slow  # shares a MemN2N run that learns a tiny task
 def test_the_run_config_holds_the_vocabulary(memn2n_run):
     run_dir, _ = memn2n_run
     from engramlab.api import load_config
@@ -87,6 +89,7 @@ def test_the_run_config_holds_the_vocabulary(memn2n_run):
     assert set(cfg.task.answers) == set(PLACES)
 
 
+@pytest.mark.slow  # shares a MemN2N run that learns a tiny task
 def test_eval_data_dir_evaluates_on_another_copy_of_the_test_files(memn2n_run, tmp_path, capsys):
     run_dir, data = memn2n_run
     copy = tmp_path / "my-copy"
@@ -101,6 +104,7 @@ def test_eval_data_dir_evaluates_on_another_copy_of_the_test_files(memn2n_run, t
     assert again["metrics"]["memn2n/mean_error"] == pytest.approx(original["memn2n/mean_error"])
 
 
+@pytest.mark.slow  # shares a MemN2N run that learns a tiny task
 def test_eval_data_dir_errors_name_the_missing_file(memn2n_run, tmp_path, subprocess_env):
     run_dir, _ = memn2n_run
     empty = tmp_path / "empty"
@@ -152,7 +156,7 @@ def test_pondernet_babi_tiny_run_reports_steps_and_the_headline_without_qa3(tmp_
         "model.d=16",
         "model.heads=2",
         "model.ff=16",
-        "model.max_steps=3",
+        "model.halting.max_steps=3",
         "train.steps=10",
         "train.log_every=5",
         "train.eval_every=5",
@@ -179,8 +183,8 @@ def test_memo_pai_tiny_run_reports_accuracy_and_hops_per_query_type(tmp_path):
             "task.train_items=200",
             "task.test_items=100",
             "model.hidden=16",
-            "model.max_hops=3",
-            "model.ut_depth=2",
+            "model.halting.max_steps=3",
+            "model.ut_steps=2",
             "train.steps=10",
             "train.log_every=5",
             "train.eval_every=5",
@@ -205,6 +209,7 @@ def test_babi_config_rejects_unknown_tasks():
         resolve(get_experiment("memn2n-babi").Config, overrides=["task.tasks=[0,21]"])
 
 
+@pytest.mark.slow  # learning test
 def test_memo_babi_learns_the_tiny_where_is_task_with_both_halting_rules(tmp_path):
     metrics = tiny_babi_run(
         tmp_path,
@@ -212,7 +217,7 @@ def test_memo_babi_learns_the_tiny_where_is_task_with_both_halting_rules(tmp_pat
         (1, 2),
         "headline_tasks=[1,2]",
         "model.hidden=32",
-        "model.max_hops=3",
+        "model.halting.max_steps=3",
         "train.steps=300",
         "train.lr=0.003",
         "train.log_every=100",

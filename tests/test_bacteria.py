@@ -138,6 +138,7 @@ def tiny_run(tmp_path_factory):
     return run_dir
 
 
+@pytest.mark.slow  # shares an end-to-end run of every arm
 def test_a_tiny_run_measures_every_arm(tiny_run):
     import json
 
@@ -164,6 +165,7 @@ def test_a_tiny_run_measures_every_arm(tiny_run):
     assert arm["history"]["step"] == [50, 100, 150, 200] and len(arm["history"]["population"][0]) == 3
 
 
+@pytest.mark.slow  # shares an end-to-end run of every arm
 def test_eval_repeats_the_runs_measurement_from_the_checkpoints(tiny_run):
     import json
 
@@ -189,7 +191,7 @@ def test_a_window_closes_into_per_world_means():
 
 
 def test_uniform_distance_is_the_mean_distance_to_a_uniform_cell():
-    from engramlab.experiments.evolution.bacteria import uniform_distance
+    from engramlab.evolve.bacteria import uniform_distance
 
     grid = (torch.arange(1000, dtype=torch.float64) + 0.5) / 1000 - 0.5  # cell centres, food at the origin
     mean = (grid[:, None] ** 2 + grid[None] ** 2).sqrt().mean()

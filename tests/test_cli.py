@@ -16,7 +16,7 @@ TINY = sets(
     "task.train_k=[1,3]",
     "task.test_k=[4,6]",
     "model.hidden=8",
-    "model.max_steps=4",
+    "model.halting.max_steps=4",
     "train.steps=20",
     "train.log_every=5",
     "train.eval_every=10",
@@ -62,7 +62,7 @@ def test_load_run_gives_an_eval_model_whose_predict_follows_the_contract(tiny_ru
 
 
 def test_eval_on_a_changed_task_without_retraining(tiny_run, capsys):
-    assert main(["eval", str(tiny_run), "--set", "task.test_k=[5,6]", "--set", "model.eval_max_steps=8"]) == 0
+    assert main(["eval", str(tiny_run), "--set", "task.test_k=[5,6]", "--set", "model.halting.eval_max_steps=8"]) == 0
     (out_dir,) = (tiny_run / "evals").iterdir()
     summary = json.loads((out_dir / "summary.json").read_text())
     assert summary["results"]["pondernet"]["extrapolation"]["k_range"] == [5, 6]
@@ -120,8 +120,8 @@ def test_report_pools_runs_whose_presets_resolve_to_the_same_config(tiny_run, tm
     "args, message",
     [
         (
-            ["run", "pondernet-parity", "--set", "model.lambda_p=2"],
-            "invalid value for model.lambda_p: 2 (allowed: a number > 0 and < 1)",
+            ["run", "pondernet-parity", "--set", "model.halting.lambda_p=2"],
+            "invalid value for model.halting.lambda_p: 2 (allowed: a number > 0 and < 1)",
         ),
         (["run", "pondernet-parity", "--set", "model.lamda_p=0.1"], "unknown config key 'model.lamda_p'"),
         (
@@ -165,5 +165,5 @@ def test_list_and_help(capsys):
 def test_show_config_lists_every_key_without_training(tmp_path, capsys):
     assert main(["run", "pondernet-parity", "--show-config", "--out", str(tmp_path)]) == 0
     text = capsys.readouterr().out
-    assert "model.lambda_p = 0.1" in text and "train.steps" in text
+    assert "model.halting.lambda_p = 0.1" in text and "train.steps" in text
     assert not list(tmp_path.iterdir())

@@ -10,17 +10,17 @@ def test_overrides_reach_nested_fields_and_parse_values():
         PonderParityConfig,
         {"task": {"n": 40}},
         overrides=[
-            "model.lambda_p=0.3",
+            "model.halting.lambda_p=0.3",
             "train.lr=1e-3",
             "task.test_k=[21, 40]",
             "task.train_k=[1,20]",
             "methods=[pondernet]",
-            "model.eval_max_steps=null",
+            "model.halting.eval_max_steps=null",
         ],
     )
-    assert cfg.model.lambda_p == 0.3 and cfg.train.lr == 1e-3
+    assert cfg.model.halting.lambda_p == 0.3 and cfg.train.lr == 1e-3
     assert cfg.task.n == 40 and cfg.task.test_k == (21, 40)
-    assert cfg.methods == ["pondernet"] and cfg.model.eval_max_steps is None
+    assert cfg.methods == ["pondernet"] and cfg.model.halting.eval_max_steps is None
 
 
 def test_later_layers_win():
@@ -38,9 +38,9 @@ def test_parse_value_reads_numbers_lists_and_strings():
 
 def test_unknown_key_names_the_section_its_keys_and_a_close_match():
     with pytest.raises(ConfigError) as err:
-        resolve(PonderParityConfig, overrides=["model.lamda_p=0.1"])
+        resolve(PonderParityConfig, overrides=["model.halting.lamda_p=0.1"])
     msg = str(err.value)
-    assert "model.lamda_p" in msg and "did you mean 'model.lambda_p'" in msg and "max_steps" in msg
+    assert "model.halting.lamda_p" in msg and "did you mean 'model.halting.lambda_p'" in msg and "max_steps" in msg
     assert "\n" not in msg
 
 
@@ -52,7 +52,7 @@ def test_unknown_top_level_key():
 @pytest.mark.parametrize(
     "override, expected",
     [
-        ("model.lambda_p=2", "invalid value for model.lambda_p: 2 (allowed: a number > 0 and < 1)"),
+        ("model.halting.lambda_p=2", "invalid value for model.halting.lambda_p: 2 (allowed: a number > 0 and < 1)"),
         (
             "model.step=lstm",
             "invalid value for model.step: 'lstm' (allowed: one of 'gru', 'rnn', 'mlp', 'transformer')",
@@ -85,6 +85,6 @@ def test_bad_yaml_file_names_file_and_line(tmp_path):
 def test_describe_lists_every_leaf_with_value_and_help():
     cfg = resolve(PonderParityConfig)
     rows = {key: (value, allowed, text) for key, value, allowed, text in describe(cfg)}
-    assert rows["model.lambda_p"][0] == cfg.model.lambda_p
-    assert "a number > 0 and < 1" in rows["model.lambda_p"][1]
+    assert rows["model.halting.lambda_p"][0] == cfg.model.halting.lambda_p
+    assert "a number > 0 and < 1" in rows["model.halting.lambda_p"][1]
     assert all(text for _, _, text in rows.values()), "every config key needs a description"

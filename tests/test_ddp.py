@@ -5,7 +5,10 @@ import subprocess
 import sys
 import textwrap
 
+import pytest
 from conftest import REPO, check_exit, sets
+
+pytestmark = pytest.mark.slow  # two processes under torchrun
 
 SCRIPT = textwrap.dedent(
     """
@@ -19,7 +22,7 @@ SCRIPT = textwrap.dedent(
     dist.init_from_env()
     exp = get_experiment("pondernet-parity")
     cfg = resolve(exp.Config, exp.presets["quick"], overrides=[
-        "task.n=8", "task.train_k=[1,8]", "task.test_k=null", "model.hidden=16", "model.max_steps=4",
+        "task.n=8", "task.train_k=[1,8]", "task.test_k=null", "model.hidden=16", "model.halting.max_steps=4",
         "train.steps=30", "train.log_every=10", "train.checkpoint_every=10", "train.batch_size=32"])
     model = exp.build(cfg, "pondernet")
     start = [p.detach().clone() for p in model.parameters()]
@@ -73,7 +76,7 @@ def test_engram_run_under_torchrun_writes_one_run_directory(tmp_path, subprocess
             "task.train_k=[1,3]",
             "task.test_k=[4,6]",
             "model.hidden=8",
-            "model.max_steps=3",
+            "model.halting.max_steps=3",
             "methods=[pondernet,fixed]",
             "train.steps=20",
             "train.log_every=10",

@@ -82,7 +82,7 @@ def test_a_blown_up_genome_ranks_last_and_all_blown_up_stops(tmp_path):
 
     x = run(tmp_path / "some", some_nan, [1.0] * 4, strategy="sep-cma", generations=100, population=8, sigma=0.5)
     assert (x**2).sum() < 1e-3
-    with pytest.raises(NonFiniteLossError, match="generation 1; stopped"):
+    with pytest.raises(NonFiniteLossError, match="generation 1; training stopped"):
         run(tmp_path / "all", lambda p, g: torch.full((len(p),), float("inf")), [1.0], generations=3, population=4)
     assert not (tmp_path / "all" / CHECKPOINT_NAME).exists()
 

@@ -45,7 +45,17 @@ def reference_returns(model: Gato, task, episodes: int, seed: int) -> list[float
     return returns
 
 
-@pytest.mark.parametrize("name,rotary", [("cartpole", False), ("babyai-gotoobj", False), ("babyai-gotoobj", True)])
+SLOW = pytest.mark.slow  # a BabyAI level at a 4096-token context: seconds per episode
+
+
+@pytest.mark.parametrize(
+    "name,rotary",
+    [
+        ("cartpole", False),
+        pytest.param("babyai-gotoobj", False, marks=SLOW),
+        pytest.param("babyai-gotoobj", True, marks=SLOW),
+    ],
+)
 def test_cached_lockstep_decoding_acts_as_full_recomputation(name, rotary):
     model, task = tiny(rotary), control.get_task(name)
     rollouts = run_episodes(model, task, episodes=3, seed=5, context=4096)
@@ -72,7 +82,7 @@ def test_captions_are_decoded_with_the_token_layout_of_training():
     from engramlab.tasks import generalist as data_lib
 
     torch.manual_seed(0)
-    model = Gato(GatoConfig(layers=2, width=32, heads=4, mlp=64, dropout=0.0, patch=4, patch_groups=4)).eval()
+    model = Gato(GatoConfig(layers=2, width=32, heads=4, mlp=64, dropout=0.0, patch_groups=4), patch=4).eval()
     images = torch.rand(2, 1, 8, 8)
     written = caption_ids(model, images, patch=4, longest=6)
     allowed = torch.full((tok.VOCAB_SIZE,), float("-inf"))

@@ -11,8 +11,8 @@ from engramlab.tasks import gato_tokens as tok
 
 def tiny(**kw) -> Gato:
     torch.manual_seed(0)
-    shape = dict(layers=2, width=32, heads=4, mlp=64, dropout=0.0, patch=2, patch_groups=4) | kw
-    return Gato(GatoConfig(**shape)).eval()
+    shape = dict(layers=2, width=32, heads=4, mlp=64, dropout=0.0, patch_groups=4) | kw
+    return Gato(GatoConfig(**shape), patch=2).eval()
 
 
 def sequence(length: int = 12, batch: int = 2):

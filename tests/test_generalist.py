@@ -51,6 +51,7 @@ def generalist_run(tmp_path_factory):
     return run_dir, cache
 
 
+@pytest.mark.slow  # shares an end-to-end generalist run
 def test_a_generalist_run_reports_scores_per_task_beside_specialists_and_retrieval(generalist_run):
     run_dir, cache = generalist_run
     summary = json.loads((run_dir / "summary.json").read_text())
@@ -72,6 +73,7 @@ def test_a_generalist_run_reports_scores_per_task_beside_specialists_and_retriev
     ]
 
 
+@pytest.mark.slow  # shares an end-to-end generalist run
 def test_fine_tuning_from_the_generalist_and_from_scratch(generalist_run, tmp_path):
     run_dir, _ = generalist_run
     args = ["run", "generalist-finetune", "--preset", "quick", "--out", str(tmp_path), "--no-progress"]
@@ -92,6 +94,7 @@ def test_fine_tuning_needs_a_finished_generalist_run(tmp_path, capsys):
     assert not (tmp_path / "generalist-finetune").exists()
 
 
+@pytest.mark.slow  # shares an end-to-end generalist run
 def test_fine_tuning_refuses_a_task_the_generalist_trained_on(generalist_run, tmp_path, capsys):
     run_dir, _ = generalist_run
     assert (
@@ -115,6 +118,8 @@ def test_fine_tuning_refuses_a_task_the_generalist_trained_on(generalist_run, tm
         (["data.held_out=[cartpole]"], "data.held_out shares ['cartpole'] with data.tasks"),
         (["model.heads=5"], "model.width (768) must be a multiple of model.heads (5)"),
         (["model.heads=768", "model.rotary=true"], "model.rotary needs an even head width; width / heads = 1"),
+        (["model.patch_groups=12"], "model.patch_groups (12) must divide the patch block's 16 channels"),
+        (["model.channels=3"], "model.channels (3) must be 1: the images are MNIST digits"),
     ],
 )
 def test_config_errors_name_the_field(overrides, message):
@@ -122,6 +127,7 @@ def test_config_errors_name_the_field(overrides, message):
         resolve(get_experiment("generalist").Config, overrides=overrides)
 
 
+@pytest.mark.slow  # learning test
 def test_a_tiny_gato_learns_cartpole_from_tokens(tmp_path):
     """300 updates on 10 expert episodes: the greedy policy must beat the random one by far."""
     torch.manual_seed(0)
@@ -129,7 +135,7 @@ def test_a_tiny_gato_learns_cartpole_from_tokens(tmp_path):
     builder = data_lib.CorpusBuilder()
     table = data_lib.episode_table([data_lib.add_control_task(builder, data)])
     sample = data_lib.Sampler(builder.build(), table, None, None, context=60, prompt_fraction=0.0)
-    model = Gato(GatoConfig(layers=2, width=32, heads=2, mlp=64, dropout=0.0))
+    model = Gato(GatoConfig(layers=2, width=32, heads=2, mlp=64, dropout=0.0, context=60))
     optimizer = torch.optim.Adam(model.parameters(), 3e-3)
     generator = torch.Generator().manual_seed(0)
     for _ in range(300):

@@ -9,6 +9,8 @@ import time
 import pytest
 from conftest import engram_cmd, run_checked
 
+pytestmark = pytest.mark.slow  # whole runs, killed and resumed in subprocesses
+
 
 def sets(*pairs: str) -> list[str]:
     return [arg for pair in pairs for arg in ("--set", pair)]
@@ -19,7 +21,7 @@ PONDERNET = sets(
     "task.train_k=[1,4]",
     "task.test_k=[5,8]",
     "model.hidden=16",
-    "model.max_steps=5",
+    "model.halting.max_steps=5",
     "train.steps=1200",
     "train.lr=3e-3",
     "train.log_every=50",

@@ -1,5 +1,6 @@
 """Tiny-scale learning: the models must actually learn parity, well above chance, in seconds."""
 
+import pytest
 import torch
 
 from engramlab.engine.train import TrainConfig, train
@@ -7,6 +8,8 @@ from engramlab.models.parity import ParityModel
 from engramlab.ponder.halting import ACT, PonderNet
 from engramlab.ponder.steps import GRUStep
 from engramlab.tasks.parity import ParityConfig, ParityTask
+
+pytestmark = pytest.mark.slow  # learning tests
 
 TASK = ParityTask(ParityConfig(n=8, train_k=(1, 8)))
 

@@ -36,6 +36,7 @@ def test_hop_shapes_and_attention_is_a_distribution_over_slots():
     assert torch.allclose(ponder.p.sum(0), torch.ones(5))
 
 
+@pytest.mark.slow  # learning test
 def test_one_hop_learns_direct_queries_about_unseen_items():
     torch.manual_seed(0)
     task, test = tiny_task(indirect_fraction=0.0), tiny_task(indirect_fraction=0.0, split="test")

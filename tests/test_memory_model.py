@@ -105,6 +105,7 @@ def test_bench_writes_a_leaderboard_and_keeps_finished_runs(tmp_path):
         run_suite("memory", **changed)  # a finished run made with another config is not mixed in
 
 
+@pytest.mark.slow  # learning test
 def test_attention_learns_a_tiny_associative_recall():
     """Two layers of attention look values up by key: far above chance (1/8 of the values) in a few seconds."""
     torch.manual_seed(0)

@@ -7,7 +7,8 @@ import torch
 import torch.nn.functional as F
 from conftest import ScriptedStep, row_index_input
 
-from engramlab.ponder.halting import ACT, FixedDepth, PonderNet, geometric_log_prior, halting_distribution
+from engramlab.ponder import HaltingConfig, build_halting
+from engramlab.ponder.halting import ACT, FixedDepth, PonderNet, Reinforce, geometric_log_prior, halting_distribution
 
 sigmoid = lambda v: 1 / (1 + math.exp(-v))  # noqa: E731
 
@@ -200,3 +201,19 @@ def test_gradients_stay_finite_when_samples_stop_early():
     loss, _ = model.loss(out, torch.tensor([1, 0]), bce_loss)
     loss.backward()
     assert all(torch.isfinite(l.grad).all() for l in logits if l.grad is not None)
+
+
+def test_build_halting_gives_each_method_the_fields_it_reads():
+    config = HaltingConfig(max_steps=7, lambda_p=0.3, beta=0.2, epsilon=0.1, tau=0.05, act_epsilon=0.02, hop_cost=0.4)
+    step = ScriptedStep([], [])
+    pondernet = build_halting("pondernet", step, config)
+    assert isinstance(pondernet, PonderNet) and pondernet.step is step
+    assert (pondernet.max_steps, pondernet.lambda_p, pondernet.beta, pondernet.epsilon) == (7, 0.3, 0.2, 0.1)
+    act = build_halting("act", step, config)
+    assert isinstance(act, ACT) and (act.max_steps, act.tau, act.epsilon) == (7, 0.05, 0.02)
+    reinforce = build_halting("reinforce", step, config)
+    assert isinstance(reinforce, Reinforce) and (reinforce.max_steps, reinforce.hop_cost) == (7, 0.4)
+    fixed = build_halting("fixed", step, config.model_copy(update={"fixed_steps": 3}))
+    assert isinstance(fixed, FixedDepth) and fixed.depth == 3
+    with pytest.raises(ValueError, match="unknown halting method 'ut'.*'pondernet', 'act', 'reinforce', 'fixed'"):
+        build_halting("ut", step, config)

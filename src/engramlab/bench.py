@@ -25,6 +25,7 @@ from engramlab.engine.runner import run_experiment
 from engramlab.errors import EngramError
 from engramlab.experiments import get_experiment
 from engramlab.experiments.memory.plots import METRIC_WORDS, grouped_bars
+from engramlab.memory import MEMORY_KINDS
 from engramlab.publish import publish_run
 
 SUITES = {"memory": ["memory-copy", "memory-recall", "memory-mqar", "memory-passkey"]}
@@ -77,7 +78,7 @@ def run_job(name, seed, preset, out, overrides, workers, threads, progress, wait
             return False
         exp = get_experiment(name)
         run_overrides = [*overrides, f"seed={seed}"]
-        cfg = resolve(exp.Config, exp.presets[preset], overrides=run_overrides)
+        cfg = resolve(exp.Config, exp.presets[preset], overrides=run_overrides, renamed=exp.renamed_keys)
         resume = (run_dir / "run.json").exists()
         if resume:
             check_same_config(run_dir, cfg)
@@ -149,15 +150,12 @@ def mean_std(values: list[float], digits: int) -> str:
     return f"{statistics.mean(values):.{digits}f} ± {statistics.stdev(values):.{digits}f}"
 
 
-KIND_ORDER = ["lstm", "gru", "attention", "memn2n", "ntm", "knn", "xl"]  # working memory first, then by reach
-
-
 def overview(rows: list[dict[str, Any]]) -> list[str]:
     """Every experiment and setting against every memory kind, in one table (the README shows it).
 
     Lines between ``<!-- overview -->`` markers, so a test can check the README quotes it as written.
     """
-    kinds = [k for k in KIND_ORDER if any(r["memory"] == k for r in rows)]
+    kinds = [k for k in MEMORY_KINDS if any(r["memory"] == k for r in rows)]  # the registry's order
     kinds += [k for k in dict.fromkeys(r["memory"] for r in rows) if k not in kinds]
     spread = spread_words(sorted({seed for r in rows for seed in r["seeds"]}))
     lines = ["<!-- overview -->", f"Headline metric, {spread}; —: not run on that task.", ""]

@@ -15,7 +15,7 @@ from engramlab.errors import EngramError
 
 EPILOG_RUN = """examples:
   engram run pondernet-parity --preset quick --seed 0
-  engram run pondernet-parity --set model.lambda_p=0.1 --set train.steps=5000
+  engram run pondernet-parity --set model.halting.lambda_p=0.1 --set train.steps=5000
   engram run pondernet-parity --show-config            # every config key, its default and meaning
   engram run pondernet-parity --resume runs/pondernet-parity/20261122-101500
   torchrun --nproc-per-node 2 -m engramlab.cli run pondernet-parity --preset quick
@@ -62,7 +62,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.add_argument("--seed", type=int, default=None, help="seed of initialisation and training data (default 0)")
     p.add_argument("--out", type=Path, default=Path("runs"), help="root of run directories (default: runs)")
-    add_set_option(p, "override any config key, e.g. --set model.lambda_p=0.1 (repeatable; values are YAML)")
+    add_set_option(p, "override any config key, e.g. --set model.halting.lambda_p=0.1 (repeatable; values are YAML)")
     p.add_argument(
         "--resume",
         type=Path,
@@ -101,7 +101,7 @@ def build_parser() -> argparse.ArgumentParser:
         p,
         "change the task or the evaluation, e.g. --set task.test_k=[49,96] "
         "(allowed: task.*, eval.*, and per experiment the model keys that change no parameters, "
-        "e.g. model.eval_max_steps, model.mem_len, model.top_k; the error message lists them)",
+        "e.g. model.halting.eval_max_steps, model.mem_len, model.top_k; the error message lists them)",
     )
     p.add_argument(
         "--data-dir",
@@ -186,7 +186,7 @@ def cmd_run(args) -> int:
         if preset not in exp.presets:
             raise EngramError(f"unknown preset '{preset}' for {exp.name} (available: {', '.join(exp.presets)})")
         overrides = list(args.overrides) + ([f"seed={args.seed}"] if args.seed is not None else [])
-        cfg = resolve(exp.Config, exp.presets[preset], overrides=overrides)
+        cfg = resolve(exp.Config, exp.presets[preset], overrides=overrides, renamed=exp.renamed_keys)
     if args.show_config:
         print(f"# {exp.name}, preset {preset}; every key can be changed with --set KEY=VALUE")
         for key, value, allowed, text in describe(cfg):
@@ -230,12 +230,10 @@ def cmd_run(args) -> int:
 
 
 def cmd_eval(args) -> int:
-    import torch
-
     from engramlab.api import load_config
+    from engramlab.engine.runner import torch_threads
     from engramlab.evaluate import evaluate_run
 
-    torch.set_num_threads(args.threads or os.cpu_count() or 1)
     overrides = list(args.overrides)
     if args.data_dir is not None:
         exp, cfg = load_config(args.run_dir)
@@ -244,7 +242,8 @@ def cmd_eval(args) -> int:
         if not args.data_dir.is_dir():
             raise EngramError(f"--data-dir {args.data_dir}: not a directory")
         overrides.append(f"eval.data_dir={args.data_dir.resolve()}")
-    summary, out_dir = evaluate_run(args.run_dir, overrides)
+    with torch_threads(args.threads or os.cpu_count() or 1):
+        summary, out_dir = evaluate_run(args.run_dir, overrides)
     print_metrics(summary["metrics"])
     print(f"results: {out_dir / 'summary.json'}")
     return 0

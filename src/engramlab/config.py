@@ -8,6 +8,7 @@ value and what is allowed.
 
 from __future__ import annotations
 
+import copy
 import difflib
 import typing
 from collections.abc import Iterable, Mapping
@@ -49,11 +50,18 @@ class HeadsDivideWidth(Config):
 # building a config from layers of plain dicts
 
 
-def resolve(cls: type[Config], *layers: Mapping[str, Any] | None, overrides: Iterable[str] = ()) -> Config:
+def resolve(
+    cls: type[Config],
+    *layers: Mapping[str, Any] | None,
+    overrides: Iterable[str] = (),
+    renamed: Mapping[str, str] | None = None,
+) -> Config:
     """Validate ``cls`` from its defaults, then each layer (nested dicts), then ``key=value`` strings.
 
     Layers are merged onto the full default tree, so a partial section (``{"task": {"n": 8}}``)
     keeps the defaults of the keys it does not name, including defaults set by a parent config.
+    ``renamed`` (old dotted key -> new, an experiment's ``renamed_keys``): an override that uses an
+    old name is an error that gives the new one.
     """
     data: dict[str, Any] = cls().model_dump()
     for layer in layers:
@@ -62,9 +70,15 @@ def resolve(cls: type[Config], *layers: Mapping[str, Any] | None, overrides: Ite
             data = deep_merge(data, layer)
     for text in overrides:
         key, value = parse_override(text)
+        check_not_renamed(key, renamed or {})
         check_keys(cls, nest(key, value))
         data = deep_merge(data, nest(key, value))
     return validate(cls, data)
+
+
+def check_not_renamed(key: str, renamed: Mapping[str, str]) -> None:
+    if key in renamed:
+        raise ConfigError(f"config key '{key}' is now '{renamed[key]}' (--set {renamed[key]}=...)")
 
 
 def validate(cls: type[Config], data: Mapping[str, Any]) -> Config:
@@ -75,11 +89,11 @@ def validate(cls: type[Config], data: Mapping[str, Any]) -> Config:
 
 
 def parse_override(text: str) -> tuple[str, Any]:
-    """``"model.lambda_p=0.1"`` -> ``("model.lambda_p", 0.1)``; the value is read as YAML."""
+    """``"model.halting.lambda_p=0.1"`` -> ``("model.halting.lambda_p", 0.1)``; the value is read as YAML."""
     key, sep, raw = text.partition("=")
     key = key.strip()
     if not sep or not key:
-        raise ConfigError(f"--set expects key=value (for example model.lambda_p=0.1), got {text!r}")
+        raise ConfigError(f"--set expects key=value (for example model.halting.lambda_p=0.1), got {text!r}")
     return key, parse_value(raw.strip())
 
 
@@ -219,6 +233,42 @@ def load_yaml(path: Path) -> dict[str, Any]:
     if not isinstance(data, dict):
         raise ConfigError(f"{path}: expected a mapping of config keys")
     return data
+
+
+def rename_keys(
+    data: Mapping[str, Any], renames: Mapping[str, str], defaults: Mapping[str, Any] | None = None
+) -> dict[str, Any]:
+    """``data`` (a saved config, nested dicts) with every key of ``renames`` it holds moved to its new name.
+
+    Keys are dotted (``model.lambda_p`` -> ``model.halting.lambda_p``); a key already under its new
+    name stays as it is, and a key under both names is an error. A section that a new name creates
+    starts as that section of ``defaults`` (an experiment's default config): the keys the old
+    config lacked there were constants of the code that wrote it, which the defaults keep, so the
+    section is complete like a new run's.
+    """
+    out = copy.deepcopy(dict(data))
+    for old, new in renames.items():
+        *old_path, old_key = old.split(".")
+        parent = mapping_at(out, old_path)
+        if parent is None or old_key not in parent:
+            continue
+        *new_path, new_key = new.split(".")
+        if new_key in (mapping_at(data, new_path) or {}):
+            raise ConfigError(f"config has both '{old}' and its new name '{new}': keep one")
+        target = out
+        for depth, part in enumerate(new_path, start=1):
+            if part not in target:
+                target[part] = copy.deepcopy(dict(mapping_at(defaults or {}, new_path[:depth]) or {}))
+            target = target[part]
+        target[new_key] = parent.pop(old_key)
+    return out
+
+
+def mapping_at(data: Mapping[str, Any], path: list[str]) -> Mapping[str, Any] | None:
+    """The nested mapping at ``path`` (a dotted key split at the dots), or None."""
+    for part in path:
+        data = data.get(part) if isinstance(data, Mapping) else None
+    return data if isinstance(data, Mapping) else None
 
 
 def describe(cfg: Config, prefix: str = "") -> list[tuple[str, Any, str, str]]:

@@ -7,7 +7,7 @@ from pathlib import Path
 from typing import Any
 
 from engramlab.api import load_config
-from engramlab.config import parse_override, resolve, to_yaml
+from engramlab.config import check_not_renamed, parse_override, resolve, to_yaml
 from engramlab.engine.checkpoint import atomic_write_text
 from engramlab.engine.rundir import (
     CONFIG_NAME,
@@ -33,6 +33,7 @@ def evaluate_run(run_dir: Path, overrides: list[str]) -> tuple[dict[str, Any], P
     exp, cfg = load_config(run_dir)
     for text in overrides:
         key, _ = parse_override(text)
+        check_not_renamed(key, exp.renamed_keys)
         if not key.startswith(exp.eval_keys):
             allowed = ", ".join(k + "*" if k.endswith(".") else k for k in exp.eval_keys)
             raise ConfigError(f"engram eval cannot change '{key}' for {exp.name} (allowed: {allowed})")

@@ -9,7 +9,8 @@ from collections import defaultdict
 from pathlib import Path
 from typing import Any
 
-from engramlab.config import load_yaml
+from engramlab.api import load_config
+from engramlab.config import to_plain
 from engramlab.engine.rundir import CONFIG_NAME, SUMMARY_NAME, read_json
 from engramlab.errors import RunDirError
 from engramlab.experiments import get_experiment
@@ -38,11 +39,15 @@ def config_fingerprint(run: Path) -> str:
     """A short hash of the run's resolved config without its seed: runs differ only by seed iff equal.
 
     Grouping by preset name alone would mix runs whose config differs (``--set`` overrides, or a
-    preset changed between runs)."""
-    path = run / CONFIG_NAME
-    if not path.exists():
+    preset changed between runs). The config is read as ``engram eval`` reads it (migrated to
+    today's key names, validated), so a run written before a key was renamed pools with a new run
+    of the same config. Only the keys the file names count (``exclude_unset``): a run written
+    before a key existed ran code whose value for it is unknown, and stays apart.
+    """
+    if not (run / CONFIG_NAME).exists():
         return ""
-    data = load_yaml(path)
+    _, cfg = load_config(run)
+    data = to_plain(cfg.model_dump(exclude_unset=True))
     data.pop("seed", None)
     return hashlib.sha1(json.dumps(data, sort_keys=True, default=str).encode()).hexdigest()[:8]
 

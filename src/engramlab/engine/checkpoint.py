@@ -102,10 +102,6 @@ def unflatten_optimizer_state(tensors: dict[str, torch.Tensor], meta: dict[str, 
     return {"state": state, "param_groups": meta["param_groups"]}
 
 
-def model_state(model: nn.Module) -> dict[str, torch.Tensor]:
-    return dict(unwrap(model).state_dict())
-
-
 def unwrap(model: nn.Module) -> nn.Module:
     """The module inside a DistributedDataParallel (or compiled) wrapper."""
     while hasattr(model, "module") and isinstance(model.module, nn.Module):

@@ -45,6 +45,9 @@ class Experiment:
     deviations: ClassVar[dict[str, list[str]]] = {}  # per preset: every way it differs from the paper
     # keys `engram eval --set` may change: none of them may change a trained model's parameters
     eval_keys: ClassVar[tuple[str, ...]] = ("task.", "eval.")
+    # old dotted key -> new dotted key: a saved config.yaml is read under today's names
+    # (engramlab.config.rename_keys), so run directories written before a rename still load
+    renamed_keys: ClassVar[dict[str, str]] = {}
 
     # --- what to train -------------------------------------------------------------------
     def prepare(self, cfg: Config) -> Config:
@@ -66,9 +69,10 @@ class Experiment:
         return cfg.train
 
     def fit(self, cfg: Config, arm: str, model: nn.Module, directory: Path, *, progress, resume: bool, device: str):
-        """Train one arm into ``directory`` and return a ``TrainResult``. Default: the one gradient
-        training loop on :meth:`sampler` with :meth:`train_config`; evolved arms override this with
-        :func:`engramlab.evolve.loop.evolve`."""
+        """Train one arm into ``directory`` and return a ``TrainResult``. Default: the one loop with
+        the gradient stepper (:func:`engramlab.engine.train.train`) on :meth:`sampler` with
+        :meth:`train_config`; arms trained otherwise run the same loop with their own stepper
+        (evolution: :func:`engramlab.evolve.loop.evolve`; the bacteria's simulation)."""
         return train(
             model,
             self.sampler(cfg, arm),

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from pathlib import Path
 
 import matplotlib
@@ -11,28 +12,24 @@ import matplotlib.pyplot as plt  # noqa: E402
 
 from engramlab.engine.rundir import read_metrics  # noqa: E402
 
+# arms with a fixed colour in every plot; a family passes its own (the memory kinds declare theirs)
 ARM_COLORS = {
     "pondernet": "tab:blue",
     "act": "tab:orange",
     "fixed": "tab:green",
     "repeat": "tab:red",
-    # memory kinds: one colour each across every memory plot
-    "lstm": "tab:orange",
-    "gru": "tab:brown",
-    "attention": "tab:blue",
-    "memn2n": "tab:red",
-    "ntm": "tab:green",
-    "knn": "tab:purple",
-    "xl": "tab:cyan",
+    "memn2n": "tab:red",  # the arm of memn2n-babi
     "generalist": "black",
 }
 
 
-def color(arm: str, index: int):
-    """An arm's fixed colour, else the index-th of matplotlib's cycle; past 10 arms the light
-    shades of tab20, so a plot of up to 20 arms repeats no colour."""
-    if arm in ARM_COLORS:
-        return ARM_COLORS[arm]
+def color(arm: str, index: int, colors: Mapping[str, str] | None = None):
+    """An arm's fixed colour (in ``colors``, else in ``ARM_COLORS``), else the index-th of
+    matplotlib's cycle; past 10 arms the light shades of tab20, so a plot of up to 20 arms repeats
+    no colour."""
+    fixed = {**ARM_COLORS, **(colors or {})}
+    if arm in fixed:
+        return fixed[arm]
     return f"C{index}" if index < 10 else plt.get_cmap("tab20")((2 * index + 1) % 20)
 
 
@@ -58,9 +55,15 @@ def save_gif(frames: list, path: Path, milliseconds: int, shrink: int = 1) -> Pa
 
 
 def learning_curves(
-    run_dir: Path, arms: list[str], panels: list[tuple[str, list[tuple[str, str, str]]]], path: Path, labels=None
+    run_dir: Path,
+    arms: list[str],
+    panels: list[tuple[str, list[tuple[str, str, str]]]],
+    path: Path,
+    labels=None,
+    colors: Mapping[str, str] | None = None,
 ) -> Path:
-    """One panel per ``(title, [(metric key, line style, legend suffix), ...])``; one colour per arm.
+    """One panel per ``(title, [(metric key, line style, legend suffix), ...])``; one colour per arm
+    (see :func:`color`).
 
     Reads each arm's ``metrics.jsonl``; metrics missing from an arm are skipped.
     """
@@ -73,7 +76,7 @@ def learning_curves(
                 points = [(r["step"], r[key]) for r in rows if r.get(key) is not None]
                 if points:
                     xs, ys = zip(*points)
-                    ax.plot(xs, ys, style, color=color(arm, i), label=labels.get(arm, arm) + suffix, lw=1.4)
+                    ax.plot(xs, ys, style, color=color(arm, i, colors), label=labels.get(arm, arm) + suffix, lw=1.4)
         ax.set_title(title)
         ax.set_xlabel("training step")
         ax.grid(alpha=0.3)

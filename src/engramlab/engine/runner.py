@@ -17,7 +17,6 @@ import signal
 import sys
 import time
 import traceback
-from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -38,6 +37,7 @@ from engramlab.engine.rundir import (
     write_json,
 )
 from engramlab.errors import EngramError, RunDirError
+from engramlab.threads import thread_count
 
 ERROR_NAME = "error.txt"
 
@@ -119,16 +119,10 @@ def finish_run(exp, cfg, run_dir, results, *, preset, overrides, started, wall_t
     return summary
 
 
-@contextmanager
 def torch_threads(count: int):
     """PyTorch's thread count set to ``count`` inside the block and given back after it, so that a run
     started from Python (a test, a notebook) leaves the caller's setting as it found it."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(count)
-    try:
-        yield
-    finally:
-        torch.set_num_threads(before)
+    return thread_count(torch.get_num_threads, torch.set_num_threads, count)
 
 
 def run_arm(

@@ -1,4 +1,5 @@
-"""The one training loop used by every gradient-trained experiment.
+"""Gradient training: the stepper of the one loop (:mod:`engramlab.engine.loop`) for every
+gradient-trained experiment.
 
 ``train(model, sample, cfg, directory, …)`` needs only:
 
@@ -7,9 +8,9 @@
 - ``sample(batch_size, generator) -> batch``: data drawn from a seeded ``torch.Generator``;
 - optionally ``monitor(model) -> metrics``: a cheap evaluation run every ``eval_every`` steps.
 
-It does: Adam/AdamW with warm-up and decay, gradient clipping, a NaN/inf guard, metrics to
-``metrics.jsonl`` and TensorBoard, atomic checkpoints (model, optimizer, RNG states, step),
-``resume`` that continues bit for bit, a progress bar and DDP under ``torchrun``.
+One step (:class:`GradientStepper`): Adam/AdamW/SGD with warm-up and decay, gradient clipping, a
+NaN/inf guard, DDP under ``torchrun``. The loop around it writes metrics, atomic checkpoints
+(model, optimizer, RNG states, step) and progress, and resumes bit for bit.
 """
 
 from __future__ import annotations
@@ -17,7 +18,6 @@ from __future__ import annotations
 import math
 from collections import defaultdict
 from collections.abc import Callable
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
 
@@ -27,10 +27,9 @@ from torch import nn
 
 from engramlab.config import Config
 from engramlab.engine import distributed as dist
-from engramlab.engine.checkpoint import CHECKPOINT_NAME, Checkpoint, load_checkpoint, save_checkpoint, unwrap
+from engramlab.engine.checkpoint import Checkpoint, unwrap
+from engramlab.engine.loop import Monitor, NonFinite, Schedule, Stepper, TrainResult, run_loop
 from engramlab.engine.progress import Progress
-from engramlab.engine.rundir import MetricsLog, Stopwatch
-from engramlab.errors import NonFiniteLossError
 
 
 class TrainConfig(Config):
@@ -87,15 +86,6 @@ def make_optimizer(model: nn.Module, cfg: TrainConfig) -> torch.optim.Optimizer:
     return kind(model.parameters(), lr=cfg.lr, betas=cfg.betas, weight_decay=cfg.weight_decay)
 
 
-@dataclass
-class TrainResult:
-    steps: int
-    wall_time_s: float  # training time summed over resumed segments
-    train_metrics: dict[str, float]  # last logged window
-    monitor_metrics: dict[str, float]  # last monitoring evaluation
-    resumed_from: int
-
-
 def to_device(batch: Any, device: torch.device) -> Any:
     if torch.is_tensor(batch):
         return batch.to(device, non_blocking=True)
@@ -108,6 +98,75 @@ def to_device(batch: Any, device: torch.device) -> Any:
     return batch
 
 
+class GradientStepper(Stepper):
+    """One optimizer update per step on a batch of ``sample``; logs the window's mean of the model's
+    logs and of the gradient norm."""
+
+    def __init__(self, model: nn.Module, sample, cfg: TrainConfig, *, seed: int, device: torch.device):
+        rank, world = dist.rank(), dist.world_size()
+        if cfg.batch_size % world:
+            raise ValueError(f"train.batch_size {cfg.batch_size} is not divisible by the {world} processes")
+        self.model, self.sample, self.cfg, self.device = model.to(device), sample, cfg, device
+        self.local_batch, self.rank = cfg.batch_size // world, rank
+        torch.manual_seed(seed)
+        self.generator = torch.Generator().manual_seed(seed * 1_000_003 + rank)  # each rank its own data
+        self.optimizer = make_optimizer(model, cfg)
+        # find_unused_parameters: a fixed-depth model never uses its halting unit
+        self.trained = nn.parallel.DistributedDataParallel(model, find_unused_parameters=True) if world > 1 else model
+        self.sums: dict[str, float] = defaultdict(float)
+        self.lr = cfg.lr
+        model.train()
+
+    def step(self, n: int) -> None:
+        self.lr = learning_rate(self.cfg, n)
+        for group in self.optimizer.param_groups:
+            group["lr"] = self.lr
+        batch = to_device(self.sample(self.local_batch, self.generator), self.device)
+        loss, logs = self.trained(batch)
+        if not dist.all_true(bool(torch.isfinite(loss))):
+            raise NonFinite(f"loss is {loss.item()}")
+        self.optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        grad_norm = nn.utils.clip_grad_norm_(self.model.parameters(), self.cfg.grad_clip or math.inf)
+        if not dist.all_true(bool(torch.isfinite(grad_norm))):
+            raise NonFinite(f"gradient norm is {grad_norm.item()}")
+        self.optimizer.step()
+        for key, value in logs.items():
+            self.sums[key] += float(value)
+        self.sums["grad_norm"] += float(grad_norm)
+
+    def window(self, n: int, steps: int, seconds: float) -> dict[str, float]:
+        metrics = {f"train/{k}": v / steps for k, v in self.sums.items()}
+        metrics["train/lr"] = self.lr
+        metrics["time/samples_per_s"] = steps * self.cfg.batch_size / max(seconds, 1e-9)
+        self.sums.clear()
+        return metrics
+
+    def state(self) -> Checkpoint:
+        rng = {"torch": torch.get_rng_state()}
+        for r, state in enumerate(gather_generator_states(self.generator)):
+            rng[f"data{r}"] = state
+        return Checkpoint(0, unwrap(self.model).state_dict(), self.optimizer.state_dict(), rng)
+
+    def restore(self, ckpt: Checkpoint) -> None:
+        self.model.load_state_dict(ckpt.model)
+        self.optimizer.load_state_dict(ckpt.optimizer)
+        torch.set_rng_state(ckpt.rng["torch"])
+        own = f"data{self.rank}"
+        self.generator.set_state(ckpt.rng[own] if own in ckpt.rng else ckpt.rng["data0"])
+
+    def postfix(self, metrics: dict[str, float], monitor_metrics: dict[str, float]) -> dict[str, str]:
+        shown = {}
+        if "train/loss" in metrics:
+            shown["loss"] = f"{metrics['train/loss']:.3f}"
+        if "train/expected_steps" in metrics:
+            shown["steps"] = f"{metrics['train/expected_steps']:.1f}"
+        for key, value in monitor_metrics.items():
+            if key.endswith("accuracy"):
+                shown[key.removeprefix("eval/").removesuffix("_accuracy")[:6]] = f"{value:.3f}"
+        return shown
+
+
 def train(
     model: nn.Module,
     sample: Callable[[int, torch.Generator], Any],
@@ -115,112 +174,16 @@ def train(
     directory: Path,
     *,
     seed: int,
-    monitor: Callable[[nn.Module], dict[str, float]] | None = None,
+    monitor: Monitor | None = None,
     progress: Progress | None = None,
     resume: bool = False,
     device: torch.device | str = "cpu",
 ) -> TrainResult:
     """Train ``model`` for ``cfg.steps`` updates; with ``resume``, continue from the checkpoint in
     ``directory`` and end in the same state as an uninterrupted run with the same seed."""
-    device = torch.device(device)
-    directory = Path(directory)
-    rank, world = dist.rank(), dist.world_size()
-    if cfg.batch_size % world:
-        raise ValueError(f"train.batch_size {cfg.batch_size} is not divisible by the {world} processes")
-    local_batch = cfg.batch_size // world
-    main = rank == 0
-
-    model.to(device)
-    torch.manual_seed(seed)
-    generator = torch.Generator().manual_seed(seed * 1_000_003 + rank)  # each rank its own data
-    optimizer = make_optimizer(model, cfg)
-    start, elapsed, monitor_metrics = 0, 0.0, {}
-    checkpoint_path = directory / CHECKPOINT_NAME
-    if resume and checkpoint_path.exists():
-        ckpt = load_checkpoint(checkpoint_path)
-        model.load_state_dict(ckpt.model)
-        optimizer.load_state_dict(ckpt.optimizer)
-        torch.set_rng_state(ckpt.rng["torch"])
-        generator.set_state(ckpt.rng[f"data{rank}"] if f"data{rank}" in ckpt.rng else ckpt.rng["data0"])
-        start, elapsed = ckpt.step, float(ckpt.extra.get("wall_time_s", 0.0))
-        monitor_metrics = ckpt.extra.get("monitor", {})
-    # find_unused_parameters: a fixed-depth model never uses its halting unit
-    trained = nn.parallel.DistributedDataParallel(model, find_unused_parameters=True) if world > 1 else model
-
-    log = MetricsLog(directory, resume_step=start) if main else None
-    window: dict[str, float] = defaultdict(float)
-    window_steps, train_metrics = 0, {}
-    clock = Stopwatch(offset=elapsed)
-    window_clock = Stopwatch()
-    if progress is not None:
-        progress.start(total=cfg.steps, initial=start)
-
-    def checkpoint(step: int) -> None:
-        rng = {"torch": torch.get_rng_state()}
-        for r, state in enumerate(gather_generator_states(generator)):
-            rng[f"data{r}"] = state
-        if main:
-            extra = {"wall_time_s": clock.elapsed, "monitor": monitor_metrics}
-            save_checkpoint(
-                checkpoint_path, Checkpoint(step, unwrap(model).state_dict(), optimizer.state_dict(), rng, extra)
-            )
-        dist.barrier()
-
-    model.train()
-    try:
-        for step in range(start + 1, cfg.steps + 1):
-            lr = learning_rate(cfg, step)
-            for group in optimizer.param_groups:
-                group["lr"] = lr
-            batch = to_device(sample(local_batch, generator), device)
-            loss, logs = trained(batch)
-            if not dist.all_true(bool(torch.isfinite(loss))):
-                raise NonFiniteLossError(non_finite_message("loss", loss, step, checkpoint_path))
-            optimizer.zero_grad(set_to_none=True)
-            loss.backward()
-            grad_norm = nn.utils.clip_grad_norm_(model.parameters(), cfg.grad_clip or math.inf)
-            if not dist.all_true(bool(torch.isfinite(grad_norm))):
-                raise NonFiniteLossError(non_finite_message("gradient norm", grad_norm, step, checkpoint_path))
-            optimizer.step()
-
-            for key, value in logs.items():
-                window[key] += float(value)
-            window["grad_norm"] += float(grad_norm)
-            window_steps += 1
-            if step % cfg.log_every == 0 or step == cfg.steps:
-                seconds = window_clock.elapsed
-                train_metrics = {f"train/{k}": v / window_steps for k, v in window.items()}
-                train_metrics.update(
-                    {"train/lr": lr, "time/steps_per_s": window_steps / seconds, "time/elapsed_s": clock.elapsed}
-                )
-                train_metrics["time/samples_per_s"] = train_metrics["time/steps_per_s"] * cfg.batch_size
-                if log is not None:
-                    log.log(step, train_metrics)
-                window.clear()
-                window_steps, window_clock = 0, Stopwatch()
-            if monitor is not None and (step % cfg.eval_every == 0 or step == cfg.steps):
-                if main:
-                    monitor_metrics = run_monitor(monitor, model)
-                    log.log(step, monitor_metrics)
-                dist.barrier()
-            if step % cfg.checkpoint_every == 0 or step == cfg.steps:
-                checkpoint(step)
-            if progress is not None:
-                progress.update(step, postfix_of(train_metrics, monitor_metrics))
-    finally:
-        if log is not None:
-            log.close()
-        if progress is not None:
-            progress.close()
-    return TrainResult(cfg.steps, clock.elapsed, train_metrics, monitor_metrics, start)
-
-
-def run_monitor(monitor: Callable[[nn.Module], dict[str, float]], model: nn.Module) -> dict[str, float]:
-    model.eval()
-    try:
-        return {f"eval/{k}": float(v) for k, v in monitor(model).items()}
-    finally:
-        model.train()
+    stepper = GradientStepper(model, sample, cfg, seed=seed, device=torch.device(device))
+    schedule = Schedule(cfg.steps, cfg.log_every, cfg.checkpoint_every, cfg.eval_every)
+    return run_loop(stepper, schedule, directory, monitor=monitor, progress=progress, resume=resume)
 
 
 def gather_generator_states(generator: torch.Generator) -> list[torch.Tensor]:
@@ -233,20 +196,3 @@ def gather_generator_states(generator: torch.Generator) -> list[torch.Tensor]:
     states = [None] * dist.world_size()
     tdist.all_gather_object(states, state)
     return states
-
-
-def non_finite_message(what: str, value: torch.Tensor, step: int, checkpoint_path: Path) -> str:
-    kept = f"last good checkpoint kept: {checkpoint_path}" if checkpoint_path.exists() else "no checkpoint yet"
-    return f"{what} is {value.item()} at step {step}; training stopped ({kept})"
-
-
-def postfix_of(train_metrics: dict[str, float], monitor_metrics: dict[str, float]) -> dict[str, str]:
-    shown = {}
-    if "train/loss" in train_metrics:
-        shown["loss"] = f"{train_metrics['train/loss']:.3f}"
-    if "train/expected_steps" in train_metrics:
-        shown["steps"] = f"{train_metrics['train/expected_steps']:.1f}"
-    for key, value in monitor_metrics.items():
-        if key.endswith("accuracy"):
-            shown[key.removeprefix("eval/").removesuffix("_accuracy")[:6]] = f"{value:.3f}"
-    return shown

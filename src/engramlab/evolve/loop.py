@@ -1,5 +1,5 @@
-"""The one evolution loop: the counterpart of :func:`engramlab.engine.train.train` for genomes that
-are evolved rather than trained by gradient.
+"""Evolution: the stepper of the one loop (:mod:`engramlab.engine.loop`) for genomes that are
+evolved rather than trained by gradient; the counterpart of :func:`engramlab.engine.train.train`.
 
 ``evolve(model, fitness, cfg, directory, …)`` needs only:
 
@@ -28,12 +28,12 @@ from torch import Tensor, nn
 from torch.nn.utils import parameters_to_vector, vector_to_parameters
 
 from engramlab.config import Config
-from engramlab.engine.checkpoint import CHECKPOINT_NAME, Checkpoint, load_checkpoint, save_checkpoint
+from engramlab.engine.checkpoint import Checkpoint
+from engramlab.engine.loop import Monitor, NonFinite, Schedule, Stepper, TrainResult, run_loop
 from engramlab.engine.progress import Progress
-from engramlab.engine.rundir import MetricsLog, Stopwatch
-from engramlab.engine.train import TrainResult, run_monitor
-from engramlab.errors import NonFiniteLossError
 from engramlab.evolve.strategies import CMAES, AntitheticES, Strategy
+
+Fitness = Callable[[Tensor, torch.Generator], Tensor]  # (population, dim) genomes -> (population,) scores
 
 
 class EvolveConfig(Config):
@@ -74,77 +74,68 @@ def fitness_statistics(fitness: Tensor) -> dict[str, float]:
     }
 
 
+class EvolutionStepper(Stepper):
+    """One generation per step: ask the strategy for a population, score it in one batched call, tell
+    the strategy; logs the latest generation's fitness statistics and the step size."""
+
+    unit = "generations"
+
+    def __init__(self, model: nn.Module, fitness: Fitness, cfg: EvolveConfig, *, seed: int):
+        self.model, self.fitness = model, fitness
+        torch.manual_seed(seed)
+        self.generator = torch.Generator().manual_seed(seed * 1_000_003)
+        self.strategy = make_strategy(cfg, parameters_to_vector(model.parameters()).detach(), seed)
+        self.stats: dict[str, float] = {}
+
+    def step(self, n: int) -> None:
+        population = self.strategy.ask()
+        with torch.no_grad():
+            scores = self.fitness(population, self.generator).detach().double()
+        finite = torch.isfinite(scores)
+        if not finite.any():
+            raise NonFinite("every fitness is NaN or inf")
+        self.stats = fitness_statistics(scores)
+        # a genome whose lifetime blew up ranks below the whole generation; it does not stop the run
+        self.strategy.tell(torch.where(finite, scores, scores[finite].min() - 1))
+
+    def window(self, n: int, steps: int, seconds: float) -> dict[str, float]:
+        return {**self.stats, "evolve/sigma": self.strategy.sigma}
+
+    def monitored(self) -> nn.Module:
+        """The model holding the strategy's mean genome."""
+        vector_to_parameters(self.strategy.mean, self.model.parameters())
+        return self.model
+
+    def state(self) -> Checkpoint:
+        rng = {"torch": torch.get_rng_state(), "data0": self.generator.get_state()}
+        return Checkpoint(0, dict(self.monitored().state_dict()), None, rng, strategy=self.strategy.state_dict())
+
+    def restore(self, ckpt: Checkpoint) -> None:
+        self.model.load_state_dict(ckpt.model)
+        self.strategy.load_state_dict(ckpt.strategy)
+        torch.set_rng_state(ckpt.rng["torch"])
+        self.generator.set_state(ckpt.rng["data0"])
+
+    def postfix(self, metrics: dict[str, float], monitor_metrics: dict[str, float]) -> dict[str, str]:
+        return {k: f"{self.stats[f'fitness/{k}']:.3f}" for k in ("best", "mean") if f"fitness/{k}" in self.stats}
+
+
 def evolve(
     model: nn.Module,
-    fitness: Callable[[Tensor, torch.Generator], Tensor],
+    fitness: Fitness,
     cfg: EvolveConfig,
     directory,
     *,
     seed: int,
-    monitor: Callable[[nn.Module], dict[str, float]] | None = None,
+    monitor: Monitor | None = None,
     progress: Progress | None = None,
     resume: bool = False,
 ) -> TrainResult:
     """Evolve ``model``'s parameters for ``cfg.generations`` generations; with ``resume``,
-    continue from the checkpoint in ``directory`` and end as an uninterrupted run would."""
-    torch.manual_seed(seed)
-    generator = torch.Generator().manual_seed(seed * 1_000_003)
-    strategy = make_strategy(cfg, parameters_to_vector(model.parameters()).detach(), seed)
-    start, elapsed, monitor_metrics, train_metrics = 0, 0.0, {}, {}
-    checkpoint_path = directory / CHECKPOINT_NAME
-    if resume and checkpoint_path.exists():
-        ckpt = load_checkpoint(checkpoint_path)
-        model.load_state_dict(ckpt.model)
-        strategy.load_state_dict(ckpt.strategy)
-        torch.set_rng_state(ckpt.rng["torch"])
-        generator.set_state(ckpt.rng["data0"])
-        start, elapsed = ckpt.step, float(ckpt.extra.get("wall_time_s", 0.0))
-        monitor_metrics = ckpt.extra.get("monitor", {})
-
-    log = MetricsLog(directory, resume_step=start)
-    clock, window_clock, window = Stopwatch(offset=elapsed), Stopwatch(), 0
-    if progress is not None:
-        progress.start(total=cfg.generations, initial=start)
-
-    def checkpoint(generation: int) -> None:
-        vector_to_parameters(strategy.mean, model.parameters())
-        rng = {"torch": torch.get_rng_state(), "data0": generator.get_state()}
-        extra = {"wall_time_s": clock.elapsed, "monitor": monitor_metrics}
-        save_checkpoint(
-            checkpoint_path, Checkpoint(generation, dict(model.state_dict()), None, rng, extra, strategy.state_dict())
-        )
-
-    try:
-        for generation in range(start + 1, cfg.generations + 1):
-            population = strategy.ask()
-            with torch.no_grad():
-                scores = fitness(population, generator).detach().double()
-            if not torch.isfinite(scores).any():
-                kept = f"last good checkpoint kept: {checkpoint_path}" if checkpoint_path.exists() else "no checkpoint"
-                raise NonFiniteLossError(f"every fitness is NaN or inf at generation {generation}; stopped ({kept})")
-            stats = fitness_statistics(scores)
-            finite = torch.isfinite(scores)
-            # a genome whose lifetime blew up ranks below the whole generation; it does not stop the run
-            strategy.tell(torch.where(finite, scores, scores[finite].min() - 1))
-            window += 1
-            if generation % cfg.log_every == 0 or generation == cfg.generations:
-                train_metrics = {**stats, "evolve/sigma": strategy.sigma}
-                train_metrics["time/generations_per_s"] = window / max(window_clock.elapsed, 1e-9)
-                train_metrics["time/elapsed_s"] = clock.elapsed
-                log.log(generation, train_metrics)
-                window, window_clock = 0, Stopwatch()
-            if monitor is not None and (generation % cfg.eval_every == 0 or generation == cfg.generations):
-                vector_to_parameters(strategy.mean, model.parameters())
-                monitor_metrics = run_monitor(monitor, model)
-                log.log(generation, monitor_metrics)
-            if generation % cfg.checkpoint_every == 0 or generation == cfg.generations:
-                checkpoint(generation)
-            if progress is not None:
-                shown = {"best": stats["fitness/best"], "mean": stats["fitness/mean"]}
-                progress.update(generation, {k: f"{v:.3f}" for k, v in shown.items()})
-    finally:
-        log.close()
-        if progress is not None:
-            progress.close()
-    vector_to_parameters(strategy.mean, model.parameters())
-    return TrainResult(cfg.generations, clock.elapsed, train_metrics, monitor_metrics, start)
+    continue from the checkpoint in ``directory`` and end as an uninterrupted run would. The model
+    holds the strategy's mean genome when it returns."""
+    stepper = EvolutionStepper(model, fitness, cfg, seed=seed)
+    schedule = Schedule(cfg.generations, cfg.log_every, cfg.checkpoint_every, cfg.eval_every)
+    result = run_loop(stepper, schedule, directory, monitor=monitor, progress=progress, resume=resume)
+    stepper.monitored()
+    return result

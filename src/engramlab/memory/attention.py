@@ -25,9 +25,10 @@ import math
 
 import torch
 import torch.nn.functional as F
+from pydantic import Field
 from torch import Tensor, nn
 
-from engramlab.memory.base import Memory
+from engramlab.memory.base import HeadsOptions, Memory, MemoryKind
 
 
 def soft_ram_weights(q: Tensor, k: Tensor, mask: Tensor | None = None) -> Tensor:
@@ -115,3 +116,12 @@ class Attention(Memory):
         """The read addresses (B, H, T, P + T) for inspection and plots (persistent columns first)."""
         q, k, _ = self.queries_keys_values(x)
         return soft_ram_weights(q, k, self.mask(x.shape[1], x.device))
+
+
+class AttentionOptions(HeadsOptions):
+    persistent: int = Field(0, ge=0, description="persistent memory vectors per head (attention)")
+
+
+# attention has no notion of order: it needs positions added to its input
+ATTENTION_KIND = MemoryKind("attention", Attention, color="tab:blue", options=AttentionOptions, knows_order=False)
+MEMORY_KINDS = (ATTENTION_KIND,)  # what this module adds to engramlab.memory.MEMORY_KINDS

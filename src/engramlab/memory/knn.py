@@ -56,20 +56,22 @@ import json
 import math
 import os
 import tempfile
-from contextlib import contextmanager
 from pathlib import Path
-from typing import Any, NamedTuple
+from typing import Any, Literal, NamedTuple, get_args
 
 import faiss
 import numpy as np
 import torch
 import torch.nn.functional as F
+from pydantic import Field
 from torch import Tensor, nn
 
 from engramlab.errors import ConfigError, DataError, EngramError
-from engramlab.memory.base import Memory
+from engramlab.memory.base import HeadsOptions, Memory, MemoryKind
+from engramlab.threads import thread_count
 
-INDEX_KINDS = ("flat", "hnsw", "ivf", "torch")
+IndexKind = Literal["flat", "hnsw", "ivf", "torch"]
+INDEX_KINDS = get_args(IndexKind)
 # The options of each index kind and their defaults (see KNNStore and benchmarks/knn_scale.py).
 INDEX_OPTIONS: dict[str, dict[str, int | None]] = {
     "flat": {},
@@ -81,7 +83,6 @@ FILE_FORMAT = "engramlab.KNNStore/1"
 INITIAL_LOGIT_SCALE = 10.0  # cosine logits in [-1, 1] need a temperature; learned per head from here
 
 
-@contextmanager
 def faiss_threads(threads: int | None):
     """Run FAISS calls with ``threads`` OpenMP threads (None: unchanged), restoring the setting after.
 
@@ -91,15 +92,7 @@ def faiss_threads(threads: int | None):
     matmul, 64 searches of 64 queries in 512 keys took 770 ms with 2 FAISS threads and 43 ms with
     one. Large single indexes (batch 1, one head) keep FAISS's own threading.
     """
-    if threads is None:
-        yield
-        return
-    before = faiss.omp_get_max_threads()
-    faiss.omp_set_num_threads(threads)
-    try:
-        yield
-    finally:
-        faiss.omp_set_num_threads(before)
+    return thread_count(faiss.omp_get_max_threads, faiss.omp_set_num_threads, threads)
 
 
 class KNNShapeError(EngramError, ValueError):
@@ -686,3 +679,26 @@ class KNNAttention(Memory):
         if state is not None:
             state.clear(done)
         return state
+
+
+class KNNOptions(HeadsOptions):
+    knn_layer: int = Field(-1, description="index of the layer with the kNN memory; the others are windowed attention")
+    top_k: int = Field(32, ge=1, description="neighbours retrieved per query (knn)")
+    memory_index: IndexKind = Field(
+        "flat", description="index of the kNN memory: FAISS flat (exact), hnsw, ivf, or torch (exact, batched)"
+    )
+    memory_capacity: int | None = Field(None, ge=1, description="entries kept per sequence and head (knn); null: all")
+
+
+# Memorizing Transformers put the kNN memory in one layer, the others attend within the window (§3); like
+# attention it needs positions; retrieval settings can change after training (the store holds no weights)
+KNN_KIND = MemoryKind(
+    "knn",
+    KNNAttention,
+    color="tab:purple",
+    options=KNNOptions,
+    knows_order=False,
+    layer_option="knn_layer",
+    eval_options=("top_k", "memory_index", "memory_capacity"),
+)
+MEMORY_KINDS = (KNN_KIND,)  # what this module adds to engramlab.memory.MEMORY_KINDS

@@ -32,9 +32,11 @@ from collections.abc import Callable
 from typing import Literal
 
 import torch
+from pydantic import Field
 from torch import Tensor, nn
 
-from engramlab.memory.base import Memory, extend_input_cache
+from engramlab.config import Config
+from engramlab.memory.base import Memory, MemoryKind, extend_input_cache
 
 Tying = Literal["adjacent", "layerwise"]
 
@@ -388,3 +390,13 @@ class MemN2NLayer(Memory):
         oldest_kept = max(0, context.shape[1] - (self.memory_size - 1))
         new_state = {"inputs": context[:, oldest_kept:], "valid": valid[:, oldest_kept:]}
         return y, new_state
+
+
+class MemN2NOptions(Config):
+    hops: int = Field(3, ge=1, le=16, description="memory hops (memn2n)")
+    memory_size: int = Field(256, ge=1, description="earlier inputs a MemN2N layer can read")
+
+
+# its learned encodings of the relative age give it order
+MEMN2N_KIND = MemoryKind("memn2n", MemN2NLayer, color="tab:red", options=MemN2NOptions)
+MEMORY_KINDS = (MEMN2N_KIND,)  # what this module adds to engramlab.memory.MEMORY_KINDS

@@ -48,9 +48,11 @@ from typing import Literal
 
 import torch
 import torch.nn.functional as F
+from pydantic import Field
 from torch import Tensor, nn
 
-from engramlab.memory.base import Memory
+from engramlab.config import Config
+from engramlab.memory.base import Memory, MemoryKind
 
 INITIAL_MEMORY_VALUE = 1e-6
 COSINE_EPS = 1e-8
@@ -266,3 +268,14 @@ class NTM(Memory):
         # y_t = Linear([controller output_t, reads_t]), applied to all steps at once
         y = self.output(torch.cat([torch.stack(outs, 1), torch.stack(reads, 1)], dim=-1))
         return y, state
+
+
+class NTMOptions(Config):
+    slots: int = Field(128, ge=1, description="memory rows (ntm; paper 128)")
+    slot_width: int = Field(20, ge=1, description="memory columns (ntm; paper 20)")
+    controller: Literal["lstm", "ff"] = Field("lstm", description="NTM controller")
+    controller_size: int = Field(100, ge=1, description="NTM controller width")
+
+
+NTM_KIND = MemoryKind("ntm", NTM, color="tab:green", options=NTMOptions)
+MEMORY_KINDS = (NTM_KIND,)  # what this module adds to engramlab.memory.MEMORY_KINDS

@@ -8,11 +8,12 @@ Schmidhuber 1997) or GRU (Cho et al. 2014) whose only memory is its state vector
 
 from __future__ import annotations
 
+from functools import partial
 from typing import Literal
 
 from torch import Tensor, nn
 
-from engramlab.memory.base import Memory
+from engramlab.memory.base import Memory, MemoryKind
 
 
 class Recurrent(Memory):
@@ -31,3 +32,8 @@ class Recurrent(Memory):
         y, state = self.rnn(x, state)
         state = state if self.cell == "lstm" else (state,)
         return y, tuple(s.transpose(0, 1) for s in state)
+
+
+LSTM_KIND = MemoryKind("lstm", partial(Recurrent, cell="lstm"), color="tab:orange")
+GRU_KIND = MemoryKind("gru", partial(Recurrent, cell="gru"), color="tab:brown")
+MEMORY_KINDS = (LSTM_KIND, GRU_KIND)  # what this module adds to engramlab.memory.MEMORY_KINDS

@@ -32,9 +32,10 @@ import math
 
 import torch
 import torch.nn.functional as F
+from pydantic import Field
 from torch import Tensor, nn
 
-from engramlab.memory.base import Memory, extend_input_cache
+from engramlab.memory.base import HeadsOptions, Memory, MemoryKind, extend_input_cache
 
 
 def sinusoid_table(distances: Tensor, d_model: int) -> Tensor:
@@ -125,3 +126,15 @@ class XLAttention(Memory):
         keep = self.mem_len or length
         new_state = {"inputs": context[:, -keep:].detach(), "valid": valid[:, -keep:]}
         return y, new_state
+
+
+class XLOptions(HeadsOptions):
+    mem_len: int | None = Field(None, ge=1, description="cached steps of the previous window (xl); null: window")
+
+
+# relative positions (§3.3) give it order; the cache is as long as the segment unless set, and can be
+# lengthened at evaluation (§3.2)
+XL_KIND = MemoryKind(
+    "xl", XLAttention, color="tab:cyan", options=XLOptions, window_option="mem_len", eval_options=("mem_len",)
+)
+MEMORY_KINDS = (XL_KIND,)  # what this module adds to engramlab.memory.MEMORY_KINDS

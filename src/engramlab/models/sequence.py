@@ -14,21 +14,26 @@ Transformer-XL and kNN memories never carry gradient (their papers' stop-gradien
 from __future__ import annotations
 
 import math
-from typing import Any, Literal
+from collections.abc import Mapping
+from copy import copy
+from typing import Any, ClassVar, Literal
 
 import torch
-from pydantic import Field, model_validator
+from pydantic import Field, create_model, model_validator
 from torch import Tensor, nn
 
-from engramlab.config import Config
-from engramlab.memory import build_memory, detach_state
+from engramlab.config import HeadsDivideWidth
+from engramlab.memory import MEMORY_KINDS, MemoryKind, detach_state
 from engramlab.tasks.sequence import SequenceBatch, masked_loss, masked_metrics
 
-MemoryKind = Literal["lstm", "gru", "attention", "memn2n", "ntm", "knn", "xl"]
 
+class MemoryModelFields(HeadsDivideWidth):
+    """The keys every memory model has, whatever its kind; :func:`memory_model_config` adds the rest."""
 
-class MemoryModelConfig(Config):
-    memory: MemoryKind = Field("attention", description="kind of memory in every layer (knn: in one layer)")
+    width_field: ClassVar[str] = "d_model"
+    kinds: ClassVar[Mapping[str, MemoryKind]] = MEMORY_KINDS  # the registry the config was made from
+
+    memory: str = Field("attention", description="kind of memory")  # made one of the kinds by memory_model_config
     d_model: int = Field(64, ge=4, le=65536, description="width of the model")
     layers: int = Field(2, ge=1, le=64, description="number of blocks")
     ffn: bool = Field(True, description="feed-forward sublayer (4x width, GELU) after each memory")
@@ -41,65 +46,72 @@ class MemoryModelConfig(Config):
         description="absolute positions (within a window) added to the input; auto: sinusoidal for attention "
         "and knn, none for kinds that know order by themselves (recurrent, ntm, memn2n, xl)",
     )
-    # attention, knn, xl
-    heads: int = Field(4, ge=1, description="attention heads (attention, knn, xl)")
-    persistent: int = Field(0, ge=0, description="persistent memory vectors per head (attention)")
-    # knn
-    knn_layer: int = Field(-1, description="index of the layer with the kNN memory; the others are windowed attention")
-    top_k: int = Field(32, ge=1, description="neighbours retrieved per query (knn)")
-    memory_index: Literal["flat", "hnsw", "ivf", "torch"] = Field(
-        "flat", description="index of the kNN memory: FAISS flat (exact), hnsw, ivf, or torch (exact, batched)"
-    )
-    memory_capacity: int | None = Field(None, ge=1, description="entries kept per sequence and head (knn); null: all")
-    # xl
-    mem_len: int | None = Field(None, ge=1, description="cached steps of the previous window (xl); null: window")
-    # memn2n
-    hops: int = Field(3, ge=1, le=16, description="memory hops (memn2n)")
-    memory_size: int = Field(256, ge=1, description="earlier inputs a MemN2N layer can read")
-    # ntm
-    slots: int = Field(128, ge=1, description="memory rows (ntm; paper 128)")
-    slot_width: int = Field(20, ge=1, description="memory columns (ntm; paper 20)")
-    controller: Literal["lstm", "ff"] = Field("lstm", description="NTM controller")
-    controller_size: int = Field(100, ge=1, description="NTM controller width")
+
+    def kind(self) -> MemoryKind:
+        return self.kinds[self.memory]
+
+    def splits_width(self) -> bool:  # the heads check of HeadsDivideWidth
+        return self.kind().splits_width
 
     @model_validator(mode="after")
-    def _check(self):
-        if self.memory in ("attention", "knn", "xl") and self.d_model % self.heads:
-            raise ValueError(f"model.d_model = {self.d_model} must be a multiple of model.heads = {self.heads}")
-        if self.memory == "knn" and not -self.layers <= self.knn_layer < self.layers:
-            raise ValueError(f"model.knn_layer = {self.knn_layer} must index one of the {self.layers} layers")
+    def _check_layer(self):
+        option = self.kind().layer_option
+        if option is not None and not -self.layers <= getattr(self, option) < self.layers:
+            raise ValueError(f"model.{option} = {getattr(self, option)} must index one of the {self.layers} layers")
         return self
 
 
-def memory_options(cfg: MemoryModelConfig, kind: str) -> dict[str, Any]:
-    """The constructor arguments of one kind, taken from the flat config."""
-    return {
-        "lstm": {},
-        "gru": {},
-        "attention": {"heads": cfg.heads, "persistent": cfg.persistent},
-        "knn": {
-            "heads": cfg.heads,
-            "top_k": cfg.top_k,
-            "memory_index": cfg.memory_index,
-            "memory_capacity": cfg.memory_capacity,
-        },
-        "xl": {"heads": cfg.heads, "mem_len": cfg.mem_len or cfg.window},
-        "memn2n": {"hops": cfg.hops, "memory_size": cfg.memory_size},
-        "ntm": {
-            "slots": cfg.slots,
-            "slot_width": cfg.slot_width,
-            "controller": cfg.controller,
-            "controller_size": cfg.controller_size,
-        },
-    }[kind]
+def memory_model_config(kinds: Mapping[str, MemoryKind]) -> type[MemoryModelFields]:
+    """The flat model config of a registry of kinds: the keys of :class:`MemoryModelFields`,
+    ``memory`` (one of the kinds) and every kind's options, each key once.
+
+    The keys stay flat (``model.top_k``, not ``model.knn.top_k``), so that one config can switch
+    kinds with ``--set model.memory=...`` and a run's ``config.yaml`` names each key once. Order
+    (of ``--show-config`` and of ``config.yaml``): the kinds that split their width into heads
+    first, so that the ``heads`` they share comes once before their own keys, then the others, each
+    group in registry order. A key several kinds share names them in its description.
+    """
+    options: dict[str, Any] = {}
+    for kind in sorted(kinds.values(), key=lambda kind: not kind.splits_width):
+        for name, field in kind.options.model_fields.items():
+            if name in options:
+                continue
+            field = copy(field)
+            users = [other.name for other in kinds.values() if name in other.options.model_fields]
+            if len(users) > 1:
+                field.description = f"{field.description} ({', '.join(users)})"
+            options[name] = (field.annotation, field)
+    one_layer = "".join(f" ({kind.name}: in one layer)" for kind in kinds.values() if kind.layer_option)
+    memory = Literal[tuple(kinds)]
+    return create_model(
+        "MemoryModelConfig",
+        __base__=MemoryModelFields,
+        __module__=__name__,
+        __namespace__={"kinds": kinds},
+        memory=(memory, Field("attention", description=f"kind of memory in every layer{one_layer}")),
+        **options,
+    )
 
 
-def layer_kinds(cfg: MemoryModelConfig) -> list[str]:
-    """Memorizing Transformers put the kNN memory in one layer (Wu et al. 2022, §3); the rest attend locally."""
-    if cfg.memory != "knn":
-        return [cfg.memory] * cfg.layers
-    kinds = ["attention"] * cfg.layers
-    kinds[cfg.knn_layer] = "knn"
+MemoryModelConfig = memory_model_config(MEMORY_KINDS)
+
+
+def memory_options(cfg: MemoryModelFields, kind: MemoryKind) -> dict[str, Any]:
+    """The constructor arguments of one kind, taken from the flat config (a null window option: the window)."""
+    options = {name: getattr(cfg, name) for name in kind.options.model_fields if name != kind.layer_option}
+    if kind.window_option is not None and options[kind.window_option] is None:
+        options[kind.window_option] = cfg.window
+    return options
+
+
+def layer_kinds(cfg: MemoryModelFields) -> list[MemoryKind]:
+    """The kind of every layer: the configured one, or (a kind with ``layer_option``, the kNN memory) that kind in
+    its one layer and ``other_layers`` in the rest (Memorizing Transformers, Wu et al. 2022, §3)."""
+    kind = cfg.kind()
+    if kind.layer_option is None:
+        return [kind] * cfg.layers
+    kinds = [cfg.kinds[kind.other_layers]] * cfg.layers
+    kinds[getattr(cfg, kind.layer_option)] = kind
     return kinds
 
 
@@ -140,19 +152,15 @@ class MemoryModel(nn.Module):
     projected by a linear layer.
     """
 
-    def __init__(self, cfg: MemoryModelConfig, input_size: int, output_size: int, tokens: bool):
+    def __init__(self, cfg: MemoryModelFields, input_size: int, output_size: int, tokens: bool):
         super().__init__()
         self.cfg = cfg
         d = cfg.d_model
         self.embed = nn.Embedding(input_size, d) if tokens else nn.Linear(input_size, d)
-        positions = (
-            cfg.positions
-            if cfg.positions != "auto"
-            else ("sinusoidal" if cfg.memory in ("attention", "knn") else "none")
-        )
-        self.use_positions = positions == "sinusoidal"
+        auto = "none" if cfg.kind().knows_order else "sinusoidal"
+        self.use_positions = (auto if cfg.positions == "auto" else cfg.positions) == "sinusoidal"
         self.blocks = nn.ModuleList(
-            Block(build_memory(kind, d, **memory_options(cfg, kind)), d, cfg.ffn) for kind in layer_kinds(cfg)
+            Block(kind.build(d, **memory_options(cfg, kind)), d, cfg.ffn) for kind in layer_kinds(cfg)
         )
         self.norm = nn.LayerNorm(d)
         self.head = nn.Linear(d, output_size)

@@ -1,7 +1,7 @@
 """Halting schemes around any step module: PonderNet, ACT and a fixed-depth baseline.
 
 All three share one interface, so an experiment can swap them by name and compare them on the
-same data with the same step module:
+same data with the same step module (:func:`engramlab.ponder.build_halting` builds one by name):
 
 - ``forward(x) -> PonderOutput``: per-step predictions ``ŷₙ``, halting logits, the number of
   steps each sample ran and the halting distribution ``pₙ`` used by the loss (training path);
@@ -101,6 +101,7 @@ def sampled_stop(generator: torch.Generator | None = None) -> StopRule:
 
     def stop(halt_logit: Tensor, rows: Tensor) -> Tensor:
         draw = torch.rand(halt_logit.shape, generator=generator, device=halt_logit.device)
+        # Λ_n ~ Bernoulli(λ_n), λ_n = sigmoid(halt_logit_n)   (PonderNet §2.5)
         return draw < torch.sigmoid(halt_logit)
 
     return stop
@@ -116,6 +117,7 @@ def predict_with_halting(
     elif halting == "greedy":
 
         def stop(halt_logit: Tensor, rows: Tensor) -> Tensor:
+            # λ_n > 0.5  ⇔  halt_logit_n > 0
             return halt_logit > 0
 
     else:
@@ -138,9 +140,11 @@ def halting_distribution(halt_logit: Tensor, steps: Tensor | None = None) -> tup
     """
     n = step_numbers(halt_logit)
     last = n == (steps if steps is not None else halt_logit.shape[0])
+    # log(1 − λ_n) = log sigmoid(−halt_logit_n)
     log_continue = F.logsigmoid(-halt_logit)
     # log ∏_{j<n} (1 − λ_j): zero for n = 1
     log_not_yet = torch.cat([torch.zeros_like(log_continue[:1]), log_continue[:-1].cumsum(0)])
+    # p_n = λ_n ∏_{j<n} (1 − λ_j)   (PonderNet eq. 2);   p_N = ∏_{j<N} (1 − λ_j), i.e. λ_N := 1   (§2.3)
     log_p = torch.where(last, log_not_yet, F.logsigmoid(halt_logit) + log_not_yet)
     if steps is None:
         return log_p.exp(), log_p
@@ -157,8 +161,10 @@ def geometric_log_prior(lambda_p: float, max_steps: int, steps: Tensor | None = 
     (max_steps, batch), each column truncated at its sample's ``N``.
     """
     device = None if steps is None else steps.device
-    n = torch.arange(max_steps, dtype=torch.float64, device=device)
+    n = torch.arange(max_steps, dtype=torch.float64, device=device)  # holds n − 1 = 0, 1, …, N − 1
+    # log p_G(n) = log λ_p + (n − 1) log(1 − λ_p)   (PonderNet eq. 3)
     log_p = math.log(lambda_p) + n * math.log1p(-lambda_p)
+    # renormalised over n ≤ N:  Σ_{n≤N} p_G(n) = 1 − (1 − λ_p)^N
     if steps is None:
         return (log_p - math.log1p(-((1 - lambda_p) ** max_steps))).float()
     log_mass = torch.log1p(-torch.pow(1 - lambda_p, steps.to(torch.float64)))
@@ -194,6 +200,7 @@ class PonderNet(nn.Module):
             log_not_halted = torch.zeros(x.shape[0], device=x.device)  # x may hold integer ids
 
             def stop(halt_logit: Tensor, rows: Tensor) -> Tensor:
+                # P(not halted by n) = ∏_{j≤n} (1 − λ_j) < ε  ⇔  P(halted) > 1 − ε   (§2.3)
                 log_not_halted[rows] += F.logsigmoid(-halt_logit)
                 return log_not_halted[rows] < log_epsilon
 
@@ -203,14 +210,18 @@ class PonderNet(nn.Module):
 
     def loss(self, out: PonderOutput, target: Tensor, task_loss: TaskLoss) -> tuple[Tensor, dict[str, float]]:
         p, log_p = halting_distribution(out.halt_logit, out.steps)
+        # L_Rec = Σ_n p_n L(y, ŷ_n)   (PonderNet eq. 3)
         reconstruction = (p * per_step_loss(out.y, target, task_loss)).sum(0).mean()
         log_prior = geometric_log_prior(self.lambda_p, p.shape[0], out.steps).to(p.dtype)
+        # L_Reg = KL(p ‖ p_G(λ_p)) = Σ_n p_n (log p_n − log p_G(n))   (PonderNet eq. 3)
         kl = (p * (log_p - log_prior)).sum(0).mean()  # p = 0 after a sample's last step
+        # L = L_Rec + β L_Reg   (PonderNet eq. 3)
         loss = reconstruction + self.beta * kl
         logs = {
             "loss": loss.item(),
             "reconstruction": reconstruction.item(),
             "kl": kl.item(),
+            # E[n] = Σ_n n p_n
             "expected_steps": (p * step_numbers(p)).sum(0).mean().item(),
             "computed_steps": out.steps.float().mean().item(),
         }
@@ -251,29 +262,36 @@ class ACT(nn.Module):
         total = torch.zeros(x.shape[0], device=x.device)  # x may hold integer ids
 
         def stop(halt_logit: Tensor, rows: Tensor) -> Tensor:
+            # N = min{n : Σ_{j≤n} h_j ≥ 1 − ε}   (Graves eqs. 3-6)
             total[rows] += torch.sigmoid(halt_logit)
             return total[rows] >= 1 - self.epsilon
 
         y, halt_logit, steps = unroll(self.step, x, max_steps or self.max_steps, stop)
+        # h_n = sigmoid(W_h s_n + b_h)   (Graves eqs. 3-6)
         h = torch.sigmoid(halt_logit)
         n = step_numbers(h)
         before = (n < steps).to(h.dtype)
+        # R = 1 − Σ_{n<N} h_n   (Graves eqs. 3-6)
         remainder = 1 - (h * before).sum(0)
+        # p_n = h_n for n < N,  p_N = R   (Graves eqs. 3-6)
         p = h * before + (n == steps).to(h.dtype) * remainder
         return PonderOutput(y, halt_logit, steps, p)
 
     @staticmethod
     def output(out: PonderOutput) -> Tensor:
+        # y = Σ_n p_n ŷ_n   (Graves eqs. 7-8)
         return (out.p.unsqueeze(-1) * out.y).sum(0)
 
     @staticmethod
     def ponder_cost(out: PonderOutput) -> Tensor:
         """``ρ = N + R`` per sample; ``N`` is a constant for the gradient, ``R = p_N``."""
+        # ρ = N + R   (Graves eqs. 9-12)
         return out.steps.to(out.p.dtype) + at_last_step(out.p, out.steps)
 
     def loss(self, out: PonderOutput, target: Tensor, task_loss: TaskLoss) -> tuple[Tensor, dict[str, float]]:
         task = task_loss(self.output(out), target).mean()
         cost = self.ponder_cost(out).mean()
+        # L̂ = L(y, ŷ) + τ ρ   (Graves eqs. 9-12)
         loss = task + self.tau * cost
         logs = {
             "loss": loss.item(),
@@ -315,6 +333,7 @@ class Reinforce(nn.Module):
         self.step, self.max_steps, self.hop_cost = step, max_steps, hop_cost
 
     def forward(self, x: Tensor, max_steps: int | None = None) -> PonderOutput:
+        # halt after step n with probability λ_n (a Bernoulli draw per sample and step, MEMO §2.2)
         y, halt_logit, steps = unroll(self.step, x, max_steps or self.max_steps, sampled_stop())
         p = (step_numbers(halt_logit) == steps).to(y.dtype)  # all the mass on the sampled halting step
         return PonderOutput(y, halt_logit, steps, p)
@@ -323,11 +342,16 @@ class Reinforce(nn.Module):
         answer_loss = task_loss(at_last_step(out.y, out.steps), target)  # (batch,)
         n = step_numbers(out.halt_logit)
         chose_halt = (n == out.steps) & (out.steps < self.max_steps)
+        # log π(a_n): log λ_n for a_N = halt, log(1 − λ_n) for a_n = continue
         log_policy = torch.where(chose_halt, F.logsigmoid(out.halt_logit), F.logsigmoid(-out.halt_logit))
         decided = (n < out.steps) | chose_halt  # a halt forced by max_steps was no decision
-        log_policy = (log_policy * decided).sum(0)  # log-probability of the sampled halting step
+        # Σ_{n≤N} log π(a_n): log-probability of the sampled halting step
+        log_policy = (log_policy * decided).sum(0)
+        # R = −L(y, ŷ_N) − hop_cost · N   (our reward; MEMO §2.2 rewards a correct answer)
         reward = -answer_loss.detach() - self.hop_cost * out.steps.to(answer_loss.dtype)
+        # R − b, with the baseline b = the batch mean of R
         advantage = reward - reward.mean()
+        # score-function (REINFORCE) loss: −(R − b) Σ_{n≤N} log π(a_n)   (Williams 1992; MEMO §2.2)
         policy_loss = -(advantage * log_policy).mean()
         loss = answer_loss.mean() + policy_loss
         logs = {

@@ -185,11 +185,12 @@ def packed_story(batch: BabiBatch) -> torch.Tensor:
 
 class HaltingQA(nn.Module):
     """A halting wrapper (PonderNet, ACT, REINFORCE, fixed depth) around a bAbI step (UT or MEMO):
-    ``forward(batch) -> (loss, logs)``; ``predict(batch) -> (answers, {"steps": ...})``."""
+    ``forward(batch) -> (loss, logs)``; ``predict(batch) -> (answers, {"steps": ...})``, with
+    ``eval_max_steps`` as the step limit unless it is None."""
 
-    def __init__(self, halting: nn.Module):
+    def __init__(self, halting: nn.Module, eval_max_steps: int | None = None):
         super().__init__()
-        self.halting = halting
+        self.halting, self.eval_max_steps = halting, eval_max_steps
 
     def forward(self, batch: BabiBatch):
         out = self.halting(packed_story(batch))
@@ -197,7 +198,7 @@ class HaltingQA(nn.Module):
 
     @torch.no_grad()
     def predict(self, batch: BabiBatch):
-        logits, steps = self.halting.predict(packed_story(batch), halting="sample")
+        logits, steps = self.halting.predict(packed_story(batch), halting="sample", max_steps=self.eval_max_steps)
         logits[:, 0] = torch.finfo(logits.dtype).min  # <unk> is never an answer
         return logits.argmax(-1), {"steps": steps}
 

@@ -24,9 +24,8 @@ notes (docs/babi.md lists them).
 
 from __future__ import annotations
 
-from typing import Literal
+from typing import ClassVar, Literal
 
-import torch
 from pydantic import Field
 
 from engramlab.config import HeadsDivideWidth
@@ -34,7 +33,8 @@ from engramlab.engine.experiment import PaperNumber
 from engramlab.experiments.babi import common as babi
 from engramlab.experiments.babi.pondernet import PonderBabiConfig, PonderNetBabi
 from engramlab.models.memo import BabiMEMOStep
-from engramlab.ponder.halting import FixedDepth, PonderNet, Reinforce
+from engramlab.ponder import HaltingConfig, HaltingMethod, halting_renames
+from engramlab.ponder.steps import Step
 
 Arm = Literal["memo-pondernet", "memo-reinforce", "memo-fixed"]
 
@@ -45,11 +45,8 @@ class ModelConfig(HeadsDivideWidth):
     centred_positions: bool = Field(
         False, description="start the learned word-position mask at MemN2N's centred code form (default: §4.1)"
     )
-    max_hops: int = Field(10, ge=1, le=100, description="most hops (PonderNet's N; REINFORCE's cap)")
-    lambda_p: float = Field(0.2, gt=0, lt=1, description="PonderNet geometric prior")
-    beta: float = Field(0.01, ge=0, description="PonderNet KL weight (PonderNet paper: 0.01)")
-    hop_cost: float = Field(0.01, ge=0, description="REINFORCE: reward −hop_cost per hop")
-    fixed_hops: int = Field(3, ge=1, description="hops of the memo-fixed arm")
+    # a hop is a step (max_steps: PonderNet's N and REINFORCE's cap; fixed_steps: the memo-fixed arm)
+    halting: HaltingConfig = HaltingConfig(max_steps=10, lambda_p=0.2, beta=0.01, hop_cost=0.01, fixed_steps=3)
 
 
 class MemoBabiConfig(PonderBabiConfig):
@@ -63,10 +60,16 @@ class MemoBabi(PonderNetBabi):
     name = "memo-babi"
     description = "MEMO with PonderNet vs REINFORCE halting on bAbI 10k, 20 tasks jointly (Banino et al. 2020)"
     Config = MemoBabiConfig
+    renamed_keys = halting_renames("lambda_p", "beta", "hop_cost", max_hops="max_steps", fixed_hops="fixed_steps")
+    method_of_arm: ClassVar[dict[str, HaltingMethod]] = {
+        "memo-pondernet": "pondernet",
+        "memo-reinforce": "reinforce",
+        "memo-fixed": "fixed",
+    }
     presets = {
         "quick": {
             "task": {"memory_size": 50},
-            "model": {"hidden": 64, "max_hops": 6},
+            "model": {"hidden": 64, "halting": {"max_steps": 6}},
             "train": {"steps": 20_000, "lr": 1e-3, "warmup_steps": 500, "decay": "cosine", "eval_every": 1000},
         },
         "paper": {},
@@ -91,17 +94,12 @@ class MemoBabi(PonderNetBabi):
     def arms(self, cfg: MemoBabiConfig) -> list[str]:
         return list(dict.fromkeys(cfg.methods))
 
-    def build(self, cfg: MemoBabiConfig, arm: str) -> babi.HaltingQA:
-        torch.manual_seed(cfg.seed)
+    def step(self, cfg: MemoBabiConfig) -> Step:
+        """The step module every arm wraps: one MEMO hop."""
         m, task = cfg.model, cfg.task
         vocab = babi.vocabulary(task)
         sizes = (len(vocab.words), len(vocab.answers), task.max_words, task.memory_size)
-        step = BabiMEMOStep(*sizes, m.hidden, m.heads, m.centred_positions)
-        if arm == "memo-pondernet":
-            return babi.HaltingQA(PonderNet(step, m.max_hops, m.lambda_p, m.beta))
-        if arm == "memo-reinforce":
-            return babi.HaltingQA(Reinforce(step, m.max_hops, m.hop_cost))
-        return babi.HaltingQA(FixedDepth(step, m.fixed_hops))
+        return BabiMEMOStep(*sizes, m.hidden, m.heads, m.centred_positions)
 
 
 EXPERIMENT = MemoBabi()

@@ -38,7 +38,8 @@ from engramlab.engine.plots import learning_curves
 from engramlab.engine.train import TrainConfig
 from engramlab.experiments.babi import common as babi
 from engramlab.models.babi_ut import BabiUTStep
-from engramlab.ponder.halting import ACT, FixedDepth, PonderNet
+from engramlab.ponder import HaltingConfig, HaltingMethod, build_halting, halting_renames
+from engramlab.ponder.steps import Step
 
 Arm = Literal["ut-pondernet", "ut-act", "ut-fixed"]
 WITHOUT_QA3 = [t for t in range(1, 21) if t != 3]
@@ -54,11 +55,8 @@ class ModelConfig(HeadsDivideWidth):
     centred_positions: bool = Field(
         True, description="start the learned word-position mask at MemN2N's centred code form (false: §4.1)"
     )
-    max_steps: int = Field(10, ge=1, le=100, description="N, most layer applications (paper: 10)")
-    lambda_p: float = Field(0.2, gt=0, lt=1, description="PonderNet geometric prior (paper searches (0, 1])")
-    beta: float = Field(0.01, ge=0, description="PonderNet KL weight (paper: 0.01)")
-    tau: float = Field(0.01, ge=0, description="ACT ponder cost")
-    fixed_steps: int = Field(4, ge=1, description="depth of the ut-fixed arm")
+    # a step is one application of the UT layer (paper: N = 10, β = 0.01, λ_p searched in (0, 1])
+    halting: HaltingConfig = HaltingConfig(max_steps=10, lambda_p=0.2, beta=0.01, tau=0.01, fixed_steps=4)
 
 
 class PonderBabiConfig(Config):
@@ -77,11 +75,18 @@ class PonderNetBabi(Experiment):
     name = "pondernet-babi"
     description = "Universal Transformer + PonderNet vs ACT on bAbI 10k, 20 tasks jointly (Banino et al. 2021 §3.2)"
     Config = PonderBabiConfig
-    eval_keys = ("eval.",)
+    eval_keys = ("eval.", "model.halting.eval_max_steps")
+    # runs written before model.halting existed name these keys by their old names
+    renamed_keys = halting_renames("max_steps", "lambda_p", "beta", "tau", "fixed_steps")
+    method_of_arm: ClassVar[dict[str, HaltingMethod]] = {
+        "ut-pondernet": "pondernet",
+        "ut-act": "act",
+        "ut-fixed": "fixed",
+    }
     presets = {
         "quick": {
             "task": {"memory_size": 50},
-            "model": {"d": 64, "heads": 4, "ff": 128, "max_steps": 6},
+            "model": {"d": 64, "heads": 4, "ff": 128, "halting": {"max_steps": 6}},
             "train": {"steps": 6000, "lr": 1e-3, "warmup_steps": 500, "decay": "cosine", "eval_every": 500},
         },
         "paper": {},
@@ -116,24 +121,15 @@ class PonderNetBabi(Experiment):
 
     def build(self, cfg: PonderBabiConfig, arm: str) -> babi.HaltingQA:
         torch.manual_seed(cfg.seed)
+        halting = cfg.model.halting
+        return babi.HaltingQA(build_halting(self.method_of_arm[arm], self.step(cfg), halting), halting.eval_max_steps)
+
+    def step(self, cfg: PonderBabiConfig) -> Step:
+        """The step module every arm wraps: one application of the UT layer."""
         m, task = cfg.model, cfg.task
         vocab = babi.vocabulary(task)
-        step = BabiUTStep(
-            len(vocab.words),
-            len(vocab.answers),
-            task.max_words,
-            task.memory_size,
-            m.d,
-            m.heads,
-            m.ff,
-            m.dropout,
-            m.centred_positions,
-        )
-        if arm == "ut-pondernet":
-            return babi.HaltingQA(PonderNet(step, m.max_steps, m.lambda_p, m.beta))
-        if arm == "ut-act":
-            return babi.HaltingQA(ACT(step, m.max_steps, m.tau))
-        return babi.HaltingQA(FixedDepth(step, m.fixed_steps))
+        sizes = (len(vocab.words), len(vocab.answers), task.max_words, task.memory_size)
+        return BabiUTStep(*sizes, m.d, m.heads, m.ff, m.dropout, m.centred_positions)
 
     def sampler(self, cfg: PonderBabiConfig, arm: str) -> Callable:
         return babi.sampler(cfg.task)

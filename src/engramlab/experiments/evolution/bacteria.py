@@ -44,10 +44,9 @@ from pydantic import Field, model_validator
 from torch import Tensor, nn
 
 from engramlab.config import Config
-from engramlab.engine.checkpoint import CHECKPOINT_NAME, Checkpoint, load_checkpoint, save_checkpoint
+from engramlab.engine.checkpoint import Checkpoint
 from engramlab.engine.experiment import Experiment, PaperNumber
-from engramlab.engine.rundir import MetricsLog, Stopwatch
-from engramlab.engine.train import TrainResult
+from engramlab.engine.loop import Schedule, Stepper, run_loop
 from engramlab.evolve.bacteria import (
     DIRECTIONS,
     FEELINGS,
@@ -161,49 +160,31 @@ def totals(world: World, census: Census) -> Tensor:
     )
 
 
-def simulate(colony: Colony, sim: SimulationConfig, directory: Path, *, progress, resume: bool) -> TrainResult:
-    """Evolution: run the worlds for ``sim.steps`` steps, logging a history window every
-    ``sim.log_every`` steps and checkpointing the whole colony with its random state; with
-    ``resume``, continue from the checkpoint in ``directory`` to the same end."""
-    world, path = colony.world, directory / CHECKPOINT_NAME
-    start, elapsed, metrics = 0, 0.0, {}
-    if resume and path.exists():
-        ckpt = load_checkpoint(path)
-        colony.load_state_dict(ckpt.model)
-        world.g.set_state(ckpt.rng["world"])
-        start, elapsed = ckpt.step, float(ckpt.extra.get("wall_time_s", 0.0))
-    log = MetricsLog(directory, resume_step=start)
-    clock, window_clock = Stopwatch(offset=elapsed), Stopwatch()
-    if progress is not None:
-        progress.start(total=sim.steps, initial=start)
-    try:
-        for step in range(start + 1, sim.steps + 1):
-            colony.window += totals(world, world.step())
-            if step % sim.log_every == 0:
-                row = colony.close_window(step // sim.log_every - 1)
-                metrics = {f"colony/{k}": float(v) for k, v in zip(HISTORY, row.nanmean(0)) if not math.isnan(v)}
-                metrics["colony/viable"] = float((row[:, 0] > 0).float().mean())
-                metrics["time/steps_per_s"] = sim.log_every / max(window_clock.elapsed, 1e-9)
-                metrics["time/elapsed_s"] = clock.elapsed
-                log.log(step, metrics)
-                window_clock = Stopwatch()
-            if step % sim.checkpoint_every == 0 or step == sim.steps:
-                rng, extra = {"world": world.g.get_state()}, {"wall_time_s": clock.elapsed}
-                save_checkpoint(path, Checkpoint(step, dict(colony.state_dict()), None, rng, extra))
-            if progress is not None and (step % 100 == 0 or step == sim.steps):
-                progress.update(
-                    step,
-                    {
-                        k: f"{metrics[f'colony/{k}']:.0f}"
-                        for k in ("population", "distance")
-                        if f"colony/{k}" in metrics
-                    },
-                )
-    finally:
-        log.close()
-        if progress is not None:
-            progress.close()
-    return TrainResult(sim.steps, clock.elapsed, metrics, {}, start)
+class Simulation(Stepper):
+    """Evolution as the one loop's stepper: one world step per step, a history window closed every
+    ``log_every`` steps, the whole colony and the world's random state checkpointed."""
+
+    def __init__(self, colony: Colony):
+        self.model, self.world = colony, colony.world
+
+    def step(self, n: int) -> None:
+        self.model.window += totals(self.world, self.world.step())
+
+    def window(self, n: int, steps: int, seconds: float) -> dict[str, float]:
+        row = self.model.close_window(n // self.model.window_steps - 1)
+        metrics = {f"colony/{k}": float(v) for k, v in zip(HISTORY, row.nanmean(0)) if not math.isnan(v)}
+        metrics["colony/viable"] = float((row[:, 0] > 0).float().mean())
+        return metrics
+
+    def state(self) -> Checkpoint:
+        return Checkpoint(0, dict(self.model.state_dict()), None, {"world": self.world.g.get_state()})
+
+    def restore(self, ckpt: Checkpoint) -> None:
+        self.model.load_state_dict(ckpt.model)
+        self.world.g.set_state(ckpt.rng["world"])
+
+    def postfix(self, metrics: dict[str, float], monitor_metrics: dict[str, float]) -> dict[str, str]:
+        return {k: f"{metrics[f'colony/{k}']:.0f}" for k in ("population", "distance") if f"colony/{k}" in metrics}
 
 
 def measure(world: World, steps: int, seed: int) -> dict[str, Any]:
@@ -301,7 +282,10 @@ class Bacteria(Experiment):
         return Colony(world, sim.steps // sim.log_every, sim.log_every)
 
     def fit(self, cfg: BacteriaConfig, arm: str, model: Colony, directory: Path, *, progress, resume, device):
-        return simulate(model, cfg.simulation, directory, progress=progress, resume=resume)
+        """Evolution is the simulation itself, run by the one loop for ``simulation.steps`` steps."""
+        sim = cfg.simulation
+        schedule = Schedule(sim.steps, sim.log_every, sim.checkpoint_every)
+        return run_loop(Simulation(model), schedule, directory, progress=progress, resume=resume)
 
     def evaluate(self, cfg: BacteriaConfig, arm: str, model: Colony) -> dict[str, Any]:
         world = copy.deepcopy(model.world)  # measured on a copy: the trained world stays as evolution left it

@@ -44,9 +44,10 @@ from engramlab.config import Config
 from engramlab.engine import plots
 from engramlab.engine.checkpoint import CHECKPOINT_NAME, Checkpoint, save_checkpoint
 from engramlab.engine.experiment import Experiment, PaperNumber
+from engramlab.engine.loop import TrainResult
 from engramlab.engine.plots import color, plt, save
 from engramlab.engine.rundir import Stopwatch
-from engramlab.engine.train import TrainConfig, TrainResult
+from engramlab.engine.train import TrainConfig
 from engramlab.evolve.loop import EvolveConfig, evolve
 from engramlab.models.learning_rule import LearningRule, RuleShape, online_logits
 from engramlab.models.online_learners import MetaRNN, gradient_online_logits

@@ -7,7 +7,9 @@ classic control, LunarLander and BabyAI levels (:mod:`engramlab.tasks.control`),
 the first ``data.caption_images`` for training and the last ``eval.caption_images`` held out;
 BabyAI's mission strings as text. Tokens: :mod:`engramlab.tasks.gato_tokens`; batches:
 :mod:`engramlab.tasks.generalist` (25 % of control sequences prompted by a demonstration, §3.3);
-model: :class:`engramlab.models.gato.Gato`; deployment: :mod:`engramlab.models.gato_agent`.
+model: :class:`engramlab.models.gato.Gato` (the ``model:`` section is its
+:class:`~engramlab.models.gato.GatoConfig`; its patch side is ``data.patch``); deployment:
+:mod:`engramlab.models.gato_agent`.
 
 Arms:
 
@@ -83,7 +85,7 @@ class DataConfig(Config):
     cache_dir: str = Field("data/generalist", description="where generated episodes are cached")
     mnist_dir: str = Field("../shared/data/mnist", description="MNIST in IDX format (t10k files)")
     caption_images: int = Field(9000, ge=0, description="MNIST images trained on (the first ones; 0: no captions)")
-    patch: int = Field(7, ge=1, description="image patch side (paper: 16; MNIST is 28 x 28)")
+    patch: int = Field(7, ge=1, description="image patch side, in the data and the model (paper: 16; MNIST: 28 x 28)")
     missions_as_text: bool = Field(True, description="BabyAI's mission strings as text rows")
 
     @field_validator("tasks", "held_out")
@@ -92,25 +94,6 @@ class DataConfig(Config):
         for name in names:
             control.get_task(name)
         return names
-
-
-class ModelConfig(Config):
-    layers: int = Field(8, ge=1, description="transformer blocks (paper, smallest: 8)")
-    width: int = Field(768, ge=8, description="embedding width (paper: 768)")
-    heads: int = Field(24, ge=1, description="attention heads (paper: 24)")
-    mlp: int = Field(3072, ge=1, description="MLP hidden width (paper: 3072)")
-    dropout: float = Field(0.1, ge=0, lt=1, description="dropout (paper: 0.1)")
-    context: int = Field(1024, ge=16, description="tokens per sequence (paper: 1024)")
-    smooth_bins: bool = Field(True, description="start continuous-bin embeddings smooth in the bin value (ours)")
-    rotary: bool = Field(False, description="rotary positions on queries and keys: the tokens' order (ours)")
-
-    @model_validator(mode="after")
-    def _heads_divide_width(self):
-        if self.width % self.heads:
-            raise ValueError(f"model.width ({self.width}) must be a multiple of model.heads ({self.heads})")
-        if self.rotary and (self.width // self.heads) % 2:
-            raise ValueError(f"model.rotary needs an even head width; width / heads = {self.width // self.heads}")
-        return self
 
 
 class MixConfig(Config):
@@ -131,7 +114,7 @@ class EvalConfig(Config):
 class GeneralistConfig(Config):
     seed: int = Field(0, description="seed of initialisation and batches")
     data: DataConfig = DataConfig()
-    model: ModelConfig = ModelConfig()
+    model: GatoConfig = GatoConfig()
     mix: MixConfig = MixConfig()
     specialists: bool = Field(True, description="train one specialist per training task")
     train: TrainConfig = TrainConfig(
@@ -146,6 +129,8 @@ class GeneralistConfig(Config):
             raise ValueError(f"eval.record ({self.eval.record!r}) must be one of data.tasks or ''")
         if overlap := set(self.data.tasks) & set(self.data.held_out):
             raise ValueError(f"data.held_out shares {sorted(overlap)} with data.tasks")
+        if self.model.channels != 1:
+            raise ValueError(f"model.channels ({self.model.channels}) must be 1: the images are MNIST digits (grey)")
         return self
 
 
@@ -284,19 +269,7 @@ class Generalist(Experiment):
 
     def build(self, cfg: GeneralistConfig, arm: str) -> GatoLearner:
         torch.manual_seed(cfg.seed)
-        m = cfg.model
-        shape = GatoConfig(
-            layers=m.layers,
-            width=m.width,
-            heads=m.heads,
-            mlp=m.mlp,
-            dropout=m.dropout,
-            local_positions=max(m.context, 64) + 1,  # a timestep (or a text) never exceeds the context
-            patch=cfg.data.patch,
-            smooth_bins=m.smooth_bins,
-            rotary=m.rotary,
-        )
-        return GatoLearner(Gato(shape))
+        return GatoLearner(Gato(cfg.model, patch=cfg.data.patch))
 
     def sampler(self, cfg: GeneralistConfig, arm: str) -> Callable:
         tasks = cfg.data.tasks if arm == "generalist" else [arm.removeprefix("specialist-")]

@@ -27,7 +27,7 @@ from engramlab.config import Config
 from engramlab.engine.experiment import Experiment
 from engramlab.engine.train import TrainConfig
 from engramlab.experiments.memory import plots as memory_plots
-from engramlab.memory import KINDS
+from engramlab.memory import MEMORY_KINDS
 from engramlab.models.sequence import MemoryModel, MemoryModelConfig
 
 # Training recipes of the NTM tasks (copy, recall). The paper (Graves et al. 2014, §4) used RMSProp
@@ -69,7 +69,7 @@ class MemoryExperimentConfig(Config):
     seed: int = Field(0, description="seed of initialisation and training data (the same for every arm)")
     model: MemoryModelConfig = MemoryModelConfig()
     methods: list[str] = Field(
-        ["lstm", "attention"], min_length=1, description=f"arms: kinds of memory ({', '.join(KINDS)})"
+        ["lstm", "attention"], min_length=1, description=f"arms: kinds of memory ({', '.join(MEMORY_KINDS)})"
     )
     arm_models: dict[str, dict[str, Any]] = Field(
         default_factory=dict, description="model keys that differ per arm, e.g. {ntm: {layers: 1, ffn: false}}"
@@ -82,8 +82,8 @@ class MemoryExperimentConfig(Config):
     def _check(self):
         for field, kinds in (("methods", self.methods), ("arm_models", self.arm_models)):
             for kind in kinds:
-                if kind not in KINDS:
-                    raise ValueError(f"{field}: unknown memory kind '{kind}' (allowed: {', '.join(KINDS)})")
+                if kind not in MEMORY_KINDS:
+                    raise ValueError(f"{field}: unknown memory kind '{kind}' (allowed: {', '.join(MEMORY_KINDS)})")
         for kind in self.methods:  # arm_models of kinds not in methods are kept for a later --set methods=...
             arm_model_config(self, kind)
         task = getattr(self, "task", None)
@@ -144,12 +144,12 @@ class MemoryTaskExperiment(Experiment):
     ``paper``, ``deviations`` and :meth:`make_task`."""
 
     headline_metric: ClassVar[str] = "accuracy"  # or "bit_errors" for the NTM tasks
-    # retrieval knobs a trained model can be evaluated with: XL's cache length (Dai et al. 2019,
-    # §3.2 lengthen it at evaluation) and the kNN memory's index, neighbours and capacity
-    eval_keys: ClassVar[tuple[str, ...]] = ("task.", "eval.") + tuple(
-        f"{section}.{key}"
-        for section in ("model", "arm_models.xl", "arm_models.knn")
-        for key in ("mem_len", "top_k", "memory_index", "memory_capacity")
+    # the options a trained model can be evaluated with (MemoryKind.eval_options): XL's cache length
+    # (Dai et al. 2019, §3.2 lengthen it at evaluation), the kNN memory's index, neighbours and capacity
+    eval_keys: ClassVar[tuple[str, ...]] = (
+        ("task.", "eval.")
+        + tuple(f"model.{key}" for kind in MEMORY_KINDS.values() for key in kind.eval_options)
+        + tuple(f"arm_models.{kind.name}.{key}" for kind in MEMORY_KINDS.values() for key in kind.eval_options)
     )
 
     def make_task(self, task_cfg: Config):
@@ -163,7 +163,7 @@ class MemoryTaskExperiment(Experiment):
         arm_cfg = arm_model_config(cfg, arm)
         if cfg.budget is None or "d_model" in cfg.arm_models.get(arm, {}):
             return arm_cfg
-        step = 2 * arm_cfg.heads if arm in ("attention", "knn", "xl") else 2
+        step = 2 * arm_cfg.heads if arm_cfg.splits_width() else 2
         width = match_budget(lambda d: self._model(cfg, arm_cfg.model_copy(update={"d_model": d})), cfg.budget, step)
         return arm_cfg.model_copy(update={"d_model": width})
 

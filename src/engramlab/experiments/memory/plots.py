@@ -1,4 +1,7 @@
-"""Plots of a memory experiment: the headline metric per arm and evaluation setting; learning curves."""
+"""Plots of a memory experiment: the headline metric per arm and evaluation setting; learning curves.
+
+Every kind of memory has one colour in every plot, declared with the kind (``MemoryKind.color``).
+"""
 
 from __future__ import annotations
 
@@ -8,8 +11,10 @@ from typing import Any
 import numpy as np
 
 from engramlab.engine import plots
+from engramlab.memory import MEMORY_KINDS
 
 METRIC_WORDS = {"accuracy": "accuracy", "bit_errors": "wrong bits per sequence"}
+COLORS = {name: kind.color for name, kind in MEMORY_KINDS.items()}
 
 
 def plot_all(exp, cfg, results: dict[str, dict[str, Any]], run_dir: Path, out_dir: Path) -> list[Path]:
@@ -20,7 +25,7 @@ def plot_all(exp, cfg, results: dict[str, dict[str, Any]], run_dir: Path, out_di
         ("training loss", [("train/loss", "-", "")]),
         (f"{metric} during training", [(f"eval/{metric}", "-", "")]),
     ]
-    paths.append(plots.learning_curves(run_dir, arms, panels, out_dir / "learning_curves.png"))
+    paths.append(plots.learning_curves(run_dir, arms, panels, out_dir / "learning_curves.png", colors=COLORS))
     return paths
 
 
@@ -40,7 +45,7 @@ def grouped_bars(ax, groups: list[str], series: dict[str, tuple[list[float], lis
     x = np.arange(len(groups))
     for i, (name, (values, errors)) in enumerate(series.items()):
         offset = (i - (len(series) - 1) / 2) * width
-        ax.bar(x + offset, values, width, yerr=errors, capsize=2, label=name, color=plots.color(name, i))
+        ax.bar(x + offset, values, width, yerr=errors, capsize=2, label=name, color=plots.color(name, i, COLORS))
     ax.set_xticks(x, groups)
     ax.set_ylabel(ylabel)
     ax.set_title(title)

@@ -43,22 +43,28 @@ from engramlab.engine.experiment import Experiment, PaperNumber
 from engramlab.engine.train import TrainConfig
 from engramlab.experiments.ponder import memo_plots
 from engramlab.models.memo import MEMOStep, PAITransformerStep, pack
-from engramlab.ponder.halting import FixedDepth, PonderNet, Reinforce
+from engramlab.ponder import HaltingConfig, HaltingMethod, build_halting, halting_renames
 from engramlab.tasks.pai import PAIBatch, PAIConfig, PAITask
 
 Arm = Literal["memo-pondernet", "memo-reinforce", "memo-fixed", "ut", "ut-pondernet"]
+METHOD_OF_ARM: dict[str, HaltingMethod] = {
+    "memo-pondernet": "pondernet",
+    "memo-reinforce": "reinforce",
+    "memo-fixed": "fixed",
+    "ut": "fixed",
+    "ut-pondernet": "pondernet",
+}
 
 
 class ModelConfig(HeadsDivideWidth):
     hidden: int = Field(64, ge=1, description="width of embeddings and hop state")
     heads: int = Field(4, ge=1, description="attention heads")
-    max_hops: int = Field(6, ge=1, le=100, description="most hops (PonderNet's N; REINFORCE's limit)")
-    lambda_p: float = Field(0.5, gt=0, lt=1, description="PonderNet geometric prior; 1/lambda_p = prior mean hops")
-    beta: float = Field(0.01, ge=0, description="PonderNet KL weight (paper: 0.01)")
-    hop_cost: float = Field(0.0, ge=0, description="REINFORCE: reward lost per hop")
-    fixed_hops: int = Field(2, ge=1, description="hops of the memo-fixed arm")
+    # memo arms: a hop is a step (max_steps: PonderNet's N and REINFORCE's limit; fixed_steps: memo-fixed)
+    halting: HaltingConfig = HaltingConfig(max_steps=6, lambda_p=0.5, beta=0.01, hop_cost=0.0, fixed_steps=2)
     aligned_start: bool = Field(True, description="MEMO's item embeddings start aligned (false: default init)")
-    ut_depth: int = Field(4, ge=1, description="layer applications of the ut arm (and the most for ut-pondernet)")
+    ut_steps: int = Field(
+        4, ge=1, le=1000, description="layer applications of the ut arm (fixed), and the most for ut-pondernet"
+    )
     ut_ff: int = Field(128, ge=1, description="feed-forward width of the UT layer")
 
 
@@ -79,11 +85,12 @@ class MemoPAIConfig(Config):
 
 
 class PAIModel(nn.Module):
-    """A halting wrapper around a PAI step: ``forward(batch) -> (loss, logs)``, ``predict``."""
+    """A halting wrapper around a PAI step: ``forward(batch) -> (loss, logs)``, ``predict`` (with
+    ``halting_mode`` and, unless None, ``eval_max_steps`` as the step limit)."""
 
-    def __init__(self, halting: nn.Module, halting_mode: str = "sample"):
+    def __init__(self, halting: nn.Module, halting_mode: str = "sample", eval_max_steps: int | None = None):
         super().__init__()
-        self.halting, self.halting_mode = halting, halting_mode
+        self.halting, self.halting_mode, self.eval_max_steps = halting, halting_mode, eval_max_steps
 
     def forward(self, batch: PAIBatch):
         out = self.halting(pack(batch.memory, batch.query))
@@ -91,8 +98,9 @@ class PAIModel(nn.Module):
 
     @torch.no_grad()
     def predict(self, batch: PAIBatch, generator: torch.Generator | None = None):
+        x = pack(batch.memory, batch.query)
         logits, steps = self.halting.predict(
-            pack(batch.memory, batch.query), halting=self.halting_mode, generator=generator
+            x, halting=self.halting_mode, max_steps=self.eval_max_steps, generator=generator
         )
         return logits.argmax(-1), steps
 
@@ -110,11 +118,16 @@ class MemoPAI(Experiment):
     name = "memo-pai"
     description = "MEMO with PonderNet or REINFORCE halting vs a Universal Transformer on paired associative inference"
     Config = MemoPAIConfig
-    eval_keys = ("eval.", "task.split", "task.test_items", "task.indirect_fraction")
+    eval_keys = ("eval.", "task.split", "task.test_items", "task.indirect_fraction", "model.halting.eval_max_steps")
+    # runs written before model.halting existed name these keys by their old names
+    renamed_keys = {
+        **halting_renames("lambda_p", "beta", "hop_cost", max_hops="max_steps", fixed_hops="fixed_steps"),
+        "model.ut_depth": "model.ut_steps",
+    }
     presets = {
         "quick": {
             "task": {"length": 3, "sequences": 16, "item_dim": 32},
-            "model": {"hidden": 64, "heads": 4, "max_hops": 6, "lambda_p": 0.5, "hop_cost": 0.01},
+            "model": {"hidden": 64, "heads": 4, "halting": {"max_steps": 6, "lambda_p": 0.5, "hop_cost": 0.01}},
             "train": {"steps": 4000, "batch_size": 64, "lr": 1e-3, "eval_every": 500, "checkpoint_every": 500},
         },
         "paper": {
@@ -124,10 +137,8 @@ class MemoPAI(Experiment):
             "model": {
                 "hidden": 256,
                 "heads": 8,
-                "max_hops": 10,
-                "lambda_p": 0.2,
-                "hop_cost": 0.01,
-                "ut_depth": 8,
+                "halting": {"max_steps": 10, "lambda_p": 0.2, "hop_cost": 0.01},
+                "ut_steps": 8,
                 "ut_ff": 512,
             },
             "train": {
@@ -180,14 +191,10 @@ class MemoPAI(Experiment):
             )
         else:
             step = PAITransformerStep(2 * t.item_dim, t.item_dim, rows, hidden=m.hidden, heads=m.heads, ff=m.ut_ff)
-        if arm.endswith("pondernet"):
-            limit = m.max_hops if arm.startswith("memo") else m.ut_depth
-            halting = PonderNet(step, limit, m.lambda_p, m.beta)
-        elif arm == "memo-reinforce":
-            halting = Reinforce(step, m.max_hops, m.hop_cost)
-        else:
-            halting = FixedDepth(step, m.fixed_hops if arm == "memo-fixed" else m.ut_depth)
-        return PAIModel(halting, cfg.eval.halting)
+        halting = m.halting
+        if arm.startswith("ut"):  # the UT's own depth: ut_steps layer applications (ut), at most (ut-pondernet)
+            halting = halting.model_copy(update={"max_steps": m.ut_steps, "fixed_steps": m.ut_steps})
+        return PAIModel(build_halting(METHOD_OF_ARM[arm], step, halting), cfg.eval.halting, halting.eval_max_steps)
 
     def sampler(self, cfg: MemoPAIConfig, arm: str) -> Callable:
         task = PAITask(cfg.task.model_copy(update={"split": "train"}))

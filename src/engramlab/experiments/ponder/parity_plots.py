@@ -12,9 +12,9 @@ from engramlab.engine.plots import color, learning_curves, plt, save
 
 def arm_label(cfg, arm: str) -> str:
     if arm == "fixed":
-        return f"fixed depth {cfg.model.fixed_depth} ({cfg.model.step.upper()})"
+        return f"fixed depth {cfg.model.halting.fixed_steps} ({cfg.model.step.upper()})"
     if arm == "repeat":
-        return f"repeat x{cfg.model.repeat_depth} ({cfg.model.step.upper()})"
+        return f"repeat x{cfg.model.repeat_steps} ({cfg.model.step.upper()})"
     return {"pondernet": "PonderNet", "act": "ACT"}.get(arm, arm)
 
 

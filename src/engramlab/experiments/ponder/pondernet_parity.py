@@ -35,11 +35,12 @@ from engramlab.engine.experiment import Experiment, PaperNumber
 from engramlab.engine.train import TrainConfig
 from engramlab.experiments.ponder import parity_plots
 from engramlab.models.parity import FEATURES_PER_ELEMENT, InputEncoding, ParityModel
-from engramlab.ponder.halting import ACT, FixedDepth, PonderNet
+from engramlab.ponder import HaltingConfig, HaltingMethod, build_halting, halting_renames
 from engramlab.ponder.steps import STEPS
 from engramlab.tasks.parity import ParityConfig, ParityTask
 
 Method = Literal["pondernet", "act", "fixed", "repeat"]
+METHOD_OF_ARM: dict[str, HaltingMethod] = {"pondernet": "pondernet", "act": "act", "fixed": "fixed", "repeat": "fixed"}
 
 
 class ModelConfig(Config):
@@ -48,20 +49,9 @@ class ModelConfig(Config):
     encoding: InputEncoding = Field("raw", description="per-element input features (paper: raw)")
     heads: int = Field(4, ge=1, description="attention heads (transformer step only)")
     ff: int = Field(128, ge=1, description="feed-forward width (transformer step only)")
-    max_steps: int = Field(20, ge=1, le=1000, description="N, the maximum number of steps (paper: 20)")
-    eval_max_steps: int | None = Field(
-        None, ge=1, le=1000, description="N at evaluation (null: max_steps); larger lets a model think longer"
-    )
-    lambda_p: float = Field(0.1, gt=0, lt=1, description="PonderNet geometric prior; 1/lambda_p = prior mean steps")
-    beta: float = Field(0.01, ge=0, description="PonderNet KL weight (paper: 0.01)")
-    epsilon: float = Field(
-        0.05, ge=0, lt=1, description="PonderNet training unroll stops once P(halted) > 1 - epsilon (paper: 0.05)"
-    )
-    tau: float = Field(1e-3, ge=0, description="ACT ponder cost (paper sweeps 0 and [2e-4, 2e-2])")
-    act_epsilon: float = Field(0.01, gt=0, lt=1, description="ACT halting threshold epsilon (Graves: 0.01)")
-    fixed_depth: int = Field(1, ge=1, le=1000, description="steps of the 'fixed' baseline (1: the plain RNN)")
-    repeat_depth: int = Field(
-        8, ge=1, le=1000, description="steps of the 'repeat' baseline (Repeat-RNN, Fojo et al. 2018)"
+    halting: HaltingConfig = HaltingConfig(max_steps=20, lambda_p=0.1, beta=0.01, epsilon=0.05, tau=1e-3, fixed_steps=1)
+    repeat_steps: int = Field(
+        8, ge=1, le=1000, description="steps of the 'repeat' arm, the fixed method (Repeat-RNN, Fojo et al. 2018)"
     )
 
 
@@ -83,19 +73,44 @@ class PonderParityConfig(Config):
     eval: EvalConfig = EvalConfig()
 
 
-PAPER_MODEL = {"step": "rnn", "hidden": 128, "encoding": "raw", "max_steps": 20, "lambda_p": 0.1, "beta": 0.01}
+PAPER_MODEL = {
+    "step": "rnn",
+    "hidden": 128,
+    "encoding": "raw",
+    "halting": {"max_steps": 20, "lambda_p": 0.1, "beta": 0.01},
+}
 PAPER_TRAIN = {"batch_size": 128, "lr": 3e-4, "optimizer": "adam", "grad_clip": 0.0}
 
 
 class PonderNetParity(Experiment):
     name = "pondernet-parity"
-    eval_keys = ("task.", "eval.", "model.eval_max_steps")
+    eval_keys = ("task.", "eval.", "model.halting.eval_max_steps")
+    # runs written before model.halting existed name these keys by their old names
+    renamed_keys = {
+        **halting_renames(
+            "max_steps",
+            "eval_max_steps",
+            "lambda_p",
+            "beta",
+            "epsilon",
+            "tau",
+            "act_epsilon",
+            fixed_depth="fixed_steps",
+        ),
+        "model.repeat_depth": "model.repeat_steps",
+    }
     description = "PonderNet vs ACT vs fixed-depth RNN on parity, with extrapolation (Banino et al. 2021 §3.1)"
     Config = PonderParityConfig
     presets = {
         "quick": {
             "task": {"n": 32, "train_k": [1, 16], "test_k": [17, 32]},
-            "model": {"step": "gru", "hidden": 128, "encoding": "signs", "lambda_p": 0.1, "repeat_depth": 8},
+            "model": {
+                "step": "gru",
+                "hidden": 128,
+                "encoding": "signs",
+                "halting": {"lambda_p": 0.1},
+                "repeat_steps": 8,
+            },
             "methods": ["pondernet", "act", "fixed", "repeat"],
             "train": {
                 "steps": 20_000,
@@ -179,8 +194,9 @@ class PonderNetParity(Experiment):
         return list(dict.fromkeys(cfg.methods))
 
     def arm_cost(self, cfg: PonderParityConfig, arm: str) -> float:
-        m = cfg.model
-        return {"pondernet": m.max_steps, "act": m.max_steps / 2, "repeat": m.repeat_depth}.get(arm, m.fixed_depth)
+        halting = cfg.model.halting
+        costs = {"pondernet": halting.max_steps, "act": halting.max_steps / 2, "repeat": cfg.model.repeat_steps}
+        return costs.get(arm, halting.fixed_steps)
 
     def build(self, cfg: PonderParityConfig, arm: str) -> ParityModel:
         torch.manual_seed(cfg.seed)
@@ -192,13 +208,10 @@ class PonderNetParity(Experiment):
             step = kind(in_features, m.hidden, 1, heads=m.heads, ff=m.ff, max_len=max(cfg.task.n, 1))
         else:
             step = kind(in_features, m.hidden, 1)
-        if arm == "pondernet":
-            halting = PonderNet(step, m.max_steps, m.lambda_p, m.beta, m.epsilon)
-        elif arm == "act":
-            halting = ACT(step, m.max_steps, m.tau, m.act_epsilon)
-        else:
-            halting = FixedDepth(step, m.repeat_depth if arm == "repeat" else m.fixed_depth)
-        return ParityModel(halting, m.encoding)
+        halting = m.halting
+        if arm == "repeat":  # the fixed method at the Repeat-RNN's depth
+            halting = halting.model_copy(update={"fixed_steps": m.repeat_steps})
+        return ParityModel(build_halting(METHOD_OF_ARM[arm], step, halting), m.encoding)
 
     def sampler(self, cfg: PonderParityConfig, arm: str) -> Callable:
         task = ParityTask(cfg.task)
@@ -267,7 +280,7 @@ class PonderNetParity(Experiment):
 
 
 def eval_max_steps(cfg: PonderParityConfig) -> int:
-    return cfg.model.eval_max_steps or cfg.model.max_steps
+    return cfg.model.halting.eval_max_steps or cfg.model.halting.max_steps
 
 
 def predict(model: ParityModel, x: torch.Tensor, cfg: PonderParityConfig, generator, chunk: int = 8192):
