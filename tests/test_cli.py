@@ -97,7 +97,7 @@ def test_report_keeps_runs_with_different_configs_apart(tiny_run, tmp_path, caps
     headings = [line for line in capsys.readouterr().out.splitlines() if line.startswith("### ")]
     assert len(headings) == 2 and sorted(h.split("(")[1] for h in headings) == [
         "1 run, seeds 0)",
-        "2 runs, seeds 0, 0)",
+        "1 run, seeds 0; 1 duplicate not pooled)",
     ]
     assert all(", config " in h for h in headings)
 
@@ -107,13 +107,42 @@ def test_report_pools_runs_whose_presets_resolve_to_the_same_config(tiny_run, tm
     import json
     import shutil
 
-    for name, preset in (("a", "quick"), ("b", "paper")):
-        copy = shutil.copytree(tiny_run, tmp_path / name)
+    for seed, preset in enumerate(("quick", "paper")):
+        copy = shutil.copytree(tiny_run, tmp_path / preset)
         summary = json.loads((copy / "summary.json").read_text())
-        (copy / "summary.json").write_text(json.dumps({**summary, "preset": preset}))
+        (copy / "summary.json").write_text(json.dumps({**summary, "preset": preset, "seed": seed}))
     assert main(["report", str(tmp_path)]) == 0
     (heading,) = [line for line in capsys.readouterr().out.splitlines() if line.startswith("### ")]
-    assert "preset `paper` = `quick`" in heading and "2 runs" in heading
+    assert "preset `paper` = `quick`" in heading and "2 runs, seeds 0, 1)" in heading
+
+
+def test_report_counts_a_seed_that_ran_twice_once(tiny_run, tmp_path, capsys):
+    """Two runs of one seed are one sample: the one that finished last is reported, the other named."""
+    import shutil
+
+    key = "pondernet/extrapolation_accuracy"
+    for name, finished, accuracy in (("a", "2026-01-02T00:00:00+00:00", 0.75), ("b", "2026-01-01T00:00:00+00:00", 0.5)):
+        copy = shutil.copytree(tiny_run, tmp_path / name)
+        summary = json.loads((copy / "summary.json").read_text())
+        summary["metrics"][key] = accuracy
+        (copy / "summary.json").write_text(json.dumps({**summary, "finished": finished}))
+    assert main(["report", str(tmp_path)]) == 0
+    lines = capsys.readouterr().out.splitlines()
+    (heading,) = [line for line in lines if line.startswith("### ")]
+    assert heading.endswith("(1 run, seeds 0; 1 duplicate not pooled)")
+    assert f"- seed 0: 2 runs, {tmp_path / 'b'}, {tmp_path / 'a'}; used: {tmp_path / 'a'} (finished last)" in lines
+    assert "| PonderNet accuracy, extrapolation | 0.7500 | almost perfect | §3.1, Fig. 1b (n = 96, k 49-96) |" in lines
+    (runs,) = [line for line in lines if line.startswith("Wall time per run: ")]
+    assert runs.endswith(f"Runs: {tmp_path / 'a'}")
+
+
+def test_report_deviations_show_the_values_the_run_was_given(tiny_run, capsys):
+    """The tiny run's --set task.n=6, train.steps=20, ... replace the quick preset's values in its deviations."""
+    assert main(["report", str(tiny_run)]) == 0
+    lines = capsys.readouterr().out.splitlines()
+    assert "- n = 6, train k in [1, 3], test k in [4, 6] (paper: n = 96, [1, 48], [49, 96]) - 2-core budget" in lines
+    assert any(line.startswith("- AdamW, lr 3e-3") and "; 20 updates (paper: not stated)" in line for line in lines)
+    assert not any(line.startswith("- n = 32") or "20k updates" in line for line in lines)
 
 
 @pytest.mark.parametrize(

@@ -109,5 +109,8 @@ def test_sigkill_then_resume_gives_the_same_final_metrics(
     run_checked(engram_cmd() + resume, env=subprocess_env)
     resumed = json.loads((run_dir / "summary.json").read_text())
     assert resumed["metrics"] == straight["metrics"]
+    first, second = json.loads((run_dir / "run.json").read_text())["stretches"]  # the killed one, the resume
+    assert first["ended"].startswith("killed") and first["seconds"] > 0 and second["ended"] == "finished"
+    assert resumed["wall_time_s"] == first["seconds"] + second["seconds"]
     summary = json.loads((run_dir / arm / "summary.json").read_text())
     assert summary["resumed_from_step"] >= kill_after or summary["resumed_from_step"] == 0

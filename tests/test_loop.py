@@ -74,9 +74,9 @@ def test_a_non_finite_step_stops_with_one_line_and_keeps_the_last_good_checkpoin
     with pytest.raises(NonFiniteLossError) as err:
         run_loop(Counter(nan_at=6), Schedule(10, log_every=1, checkpoint_every=4), tmp_path)
     path = tmp_path / CHECKPOINT_NAME
-    assert str(err.value) == f"total is nan at step 6; training stopped (last good checkpoint kept: {path})"
+    assert str(err.value) == f"total is nan at step 6; training stopped (last good checkpoint kept: {path} (step 4))"
     assert load_checkpoint(path).step == 4
-    with pytest.raises(NonFiniteLossError, match=r"at step 2; training stopped \(no checkpoint yet\)"):
+    with pytest.raises(NonFiniteLossError, match=r"at step 2; training stopped \(no good checkpoint yet\)"):
         run_loop(Counter(nan_at=2), Schedule(10, log_every=1, checkpoint_every=4), tmp_path / "fresh")
 
 

@@ -94,7 +94,8 @@ def test_checkpoint_write_is_atomic_and_round_trips(tmp_path):
     save_checkpoint(path, Checkpoint(step=6, model={"w": state["w"] + 1}))
     loaded = load_checkpoint(path)
     assert loaded.step == 6 and torch.equal(loaded.model["w"], state["w"] + 1)
-    assert [p.name for p in tmp_path.iterdir()] == ["checkpoint.safetensors"]  # no temp file left
+    assert load_checkpoint(tmp_path / "checkpoint.previous.safetensors").step == 5  # the one before is kept
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["checkpoint.previous.safetensors", "checkpoint.safetensors"]
 
 
 def test_corrupt_or_missing_checkpoint_gives_one_clear_line(tmp_path):

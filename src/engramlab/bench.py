@@ -12,7 +12,6 @@ the leaderboard links to the copies.
 
 from __future__ import annotations
 
-import fcntl
 import statistics
 from pathlib import Path
 from typing import Any
@@ -20,7 +19,7 @@ from typing import Any
 from engramlab.api import load_config
 from engramlab.config import describe, resolve
 from engramlab.engine import plots
-from engramlab.engine.rundir import SUMMARY_NAME, read_json, write_json
+from engramlab.engine.rundir import SUMMARY_NAME, RunDirInUse, read_json, run_dir_lock, write_json
 from engramlab.engine.runner import run_experiment
 from engramlab.errors import EngramError
 from engramlab.experiments import get_experiment
@@ -71,31 +70,34 @@ def run_job(name, seed, preset, out, overrides, workers, threads, progress, wait
     False) or waits for it (``wait=True``)."""
     run_dir = job_dir(out, name, preset, seed)
     run_dir.mkdir(parents=True, exist_ok=True)
-    with open(run_dir / ".bench.lock", "w") as lock:
-        try:
-            fcntl.flock(lock, fcntl.LOCK_EX | (0 if wait else fcntl.LOCK_NB))
-        except BlockingIOError:
-            return False
-        exp = get_experiment(name)
-        run_overrides = [*overrides, f"seed={seed}"]
-        cfg = resolve(exp.Config, exp.presets[preset], overrides=run_overrides, renamed=exp.renamed_keys)
-        resume = (run_dir / "run.json").exists()
-        if resume:
-            check_same_config(run_dir, cfg)
-        if not (run_dir / SUMMARY_NAME).exists():
-            print(f"{'resuming' if resume else 'running'} {name}, seed {seed}: {run_dir}", flush=True)
-            run_experiment(
-                exp,
-                cfg,
-                run_dir,
-                preset=preset,
-                overrides=run_overrides,
-                resume=resume,
-                workers=workers,
-                threads=threads,
-                progress=progress,
-            )
+    try:
+        with run_dir_lock(run_dir, wait=wait):  # the runner's own lock: one process per run directory
+            run_or_resume(name, seed, preset, run_dir, overrides, workers, threads, progress)
+    except RunDirInUse:
+        return False
     return True
+
+
+def run_or_resume(name, seed, preset, run_dir, overrides, workers, threads, progress) -> None:
+    exp = get_experiment(name)
+    run_overrides = [*overrides, f"seed={seed}"]
+    cfg = resolve(exp.Config, exp.presets[preset], overrides=run_overrides, renamed=exp.renamed_keys)
+    resume = (run_dir / "run.json").exists()
+    if resume:
+        check_same_config(run_dir, cfg)
+    if not (run_dir / SUMMARY_NAME).exists():
+        print(f"{'resuming' if resume else 'running'} {name}, seed {seed}: {run_dir}", flush=True)
+        run_experiment(
+            exp,
+            cfg,
+            run_dir,
+            preset=preset,
+            overrides=run_overrides,
+            resume=resume,
+            workers=workers,
+            threads=threads,
+            progress=progress,
+        )
 
 
 def check_same_config(run_dir: Path, cfg) -> None:

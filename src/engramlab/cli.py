@@ -7,7 +7,9 @@ directory) print one line and exit with status 2; nothing is left half-written.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import os
+import shutil
 import sys
 from pathlib import Path
 
@@ -27,6 +29,17 @@ class Parser(argparse.ArgumentParser):
 
     def error(self, message: str):
         self.exit(2, f"{self.prog}: error: {message} (see {self.prog} --help)\n")
+
+
+def at_least_one(text: str) -> int:
+    """The type of --workers and --threads: a whole number, at least 1."""
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a whole number, got {text!r}") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be at least 1, got {value}")
+    return value
 
 
 def add_set_option(parser: argparse.ArgumentParser, help: str) -> None:
@@ -72,12 +85,12 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.add_argument(
         "--workers",
-        type=int,
+        type=at_least_one,
         default=None,
         help="train this many arms in parallel processes (default: one per CPU core, at most one per arm; 1 on a GPU)",
     )
     p.add_argument(
-        "--threads", type=int, default=None, help="PyTorch threads per worker (default: CPU cores / workers)"
+        "--threads", type=at_least_one, default=None, help="PyTorch threads per worker (default: CPU cores / workers)"
     )
     p.add_argument(
         "--device", default="auto", choices=["auto", "cpu", "cuda"], help="where to train (auto: cuda if available)"
@@ -110,7 +123,13 @@ def build_parser() -> argparse.ArgumentParser:
         help="bAbI runs: evaluate on the official qa*_test.txt files in this directory (your own copy of "
         "en or en-10k); the same as --set eval.data_dir=DIR",
     )
-    p.add_argument("--threads", type=int, default=None, help="PyTorch threads (default: all cores)")
+    p.add_argument("--threads", type=at_least_one, default=None, help="PyTorch threads (default: all cores)")
+    p.add_argument(
+        "--allow-partial",
+        action="store_true",
+        help="evaluate a run whose training did not finish, each unfinished model at its last checkpoint "
+        "(the steps are recorded in the summary); without it such a run is refused",
+    )
     p.set_defaults(func=cmd_eval)
 
     p = sub.add_parser(
@@ -135,8 +154,12 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.add_argument("--experiments", nargs="+", default=None, help="only these experiments of the suite")
     add_set_option(p, "override a config key in every experiment, e.g. --set train.steps=100 (repeatable)")
-    p.add_argument("--workers", type=int, default=None, help="arms trained in parallel processes (default: CPU cores)")
-    p.add_argument("--threads", type=int, default=None, help="PyTorch threads per worker (default: cores / workers)")
+    p.add_argument(
+        "--workers", type=at_least_one, default=None, help="arms trained in parallel processes (default: CPU cores)"
+    )
+    p.add_argument(
+        "--threads", type=at_least_one, default=None, help="PyTorch threads per worker (default: cores / workers)"
+    )
     p.add_argument("--no-progress", action="store_true", help="no progress bars")
     p.set_defaults(func=cmd_bench)
 
@@ -165,14 +188,15 @@ def cmd_list(args) -> int:
 
 
 def cmd_run(args) -> int:
+    from engramlab.experiments import get_experiment
+
+    exp = get_experiment(args.experiment)  # before the heavy imports: an unknown name answers at once
     from engramlab.api import load_config, run_info
     from engramlab.config import describe, resolve
     from engramlab.engine import distributed as dist
-    from engramlab.engine.rundir import new_run_dir
-    from engramlab.engine.runner import run_experiment
-    from engramlab.experiments import get_experiment
+    from engramlab.engine.rundir import run_dir_lock
+    from engramlab.engine.runner import check_fits_in_memory, run_experiment
 
-    exp = get_experiment(args.experiment)
     if args.resume is not None:
         if args.preset or args.seed is not None or args.overrides:
             raise EngramError("--resume continues a run with its saved config: drop --preset/--seed/--set")
@@ -193,40 +217,74 @@ def cmd_run(args) -> int:
             print(f"{key} = {value}\n    {text} [{allowed}]")
         return 0
 
+    # everything that can be refused is refused before a run directory exists
     if args.resume is None:
-        cfg = exp.prepare(cfg)  # e.g. read a data set's vocabulary: fails before a run directory exists
+        cfg = exp.prepare(cfg)  # e.g. read a data set's vocabulary
+        if args.out.exists() and not args.out.is_dir():
+            raise EngramError(f"--out {args.out}: a file, not a directory")
+        check_fits_in_memory(exp, cfg)
     device = pick_device(args.device)
-    cpus = os.cpu_count() or 1
-    workers = args.workers or (1 if device == "cuda" else cpus)
-    for name, value in (("--workers", workers), ("--threads", args.threads)):
-        if value is not None and value < 1:
-            raise EngramError(f"{name} must be at least 1, got {value}")
+    workers = args.workers or (1 if device == "cuda" else os.cpu_count() or 1)
     dist.init_from_env()
+    run_dir, made = args.resume, []
     try:
-        if args.resume is not None:
-            run_dir = args.resume
-        else:
-            run_dir = dist.broadcast_object(new_run_dir(args.out, exp.name) if dist.is_main() else None)
-        if dist.is_main():
-            print(f"run directory: {run_dir}", file=sys.stderr)
-        summary = run_experiment(
-            exp,
-            cfg,
-            run_dir,
-            preset=preset,
-            overrides=overrides,
-            resume=args.resume is not None,
-            workers=workers,
-            threads=args.threads,
-            device=device,
-            progress=not args.no_progress,
-        )
+        if run_dir is None:
+            made = missing_folders(args.out / exp.name)  # removed again if the run fails at once
+            run_dir = dist.broadcast_object(new_out_dir(args.out, exp.name) if dist.is_main() else None)
+        with run_dir_lock(run_dir) if dist.is_main() else contextlib.nullcontext():  # refused before a word
+            if dist.is_main():
+                print(f"run directory: {run_dir}", file=sys.stderr)
+            summary = run_experiment(
+                exp,
+                cfg,
+                run_dir,
+                preset=preset,
+                overrides=overrides,
+                resume=args.resume is not None,
+                workers=workers,
+                threads=args.threads,
+                device=device,
+                progress=not args.no_progress,
+            )
+    except EngramError:
+        if args.resume is None and run_dir is not None and dist.is_main():
+            discard_untrained(Path(run_dir), made)
+        raise
+    except KeyboardInterrupt:
+        if dist.is_main() and run_dir is not None:
+            print(f"engram: interrupted; continue with: engram run {exp.name} --resume {run_dir}", file=sys.stderr)
+        return 130
     finally:
         dist.shutdown()
     if summary:
         print_metrics(summary["metrics"])
         print(f"summary: {Path(run_dir) / 'summary.json'}")
     return 0
+
+
+def new_out_dir(out: Path, experiment: str) -> Path:
+    from engramlab.engine.rundir import new_run_dir
+
+    try:
+        return new_run_dir(out, experiment)
+    except EngramError as exc:
+        raise EngramError(f"--out {exc}") from None
+
+
+def missing_folders(path: Path) -> list[Path]:
+    """``path`` and its parents that do not exist yet, deepest first."""
+    return [folder for folder in (path, *path.parents) if not folder.exists()]
+
+
+def discard_untrained(run_dir: Path, made: list[Path]) -> None:
+    """A new run that failed before any arm saved a checkpoint is removed, with the folders made for
+    it: nothing is left half-written. A run with checkpoints is kept, to be resumed."""
+    if any(run_dir.rglob("checkpoint*.safetensors")):
+        return
+    shutil.rmtree(run_dir, ignore_errors=True)
+    for folder in made:
+        with contextlib.suppress(OSError):
+            folder.rmdir()  # only if empty
 
 
 def cmd_eval(args) -> int:
@@ -243,7 +301,7 @@ def cmd_eval(args) -> int:
             raise EngramError(f"--data-dir {args.data_dir}: not a directory")
         overrides.append(f"eval.data_dir={args.data_dir.resolve()}")
     with torch_threads(args.threads or os.cpu_count() or 1):
-        summary, out_dir = evaluate_run(args.run_dir, overrides)
+        summary, out_dir = evaluate_run(args.run_dir, overrides, allow_partial=args.allow_partial)
     print_metrics(summary["metrics"])
     print(f"results: {out_dir / 'summary.json'}")
     return 0
@@ -308,7 +366,7 @@ def main(argv: list[str] | None = None) -> int:
         print(f"engram: error: {exc}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
-        print("engram: interrupted (a run can be continued with --resume RUN_DIR)", file=sys.stderr)
+        print("engram: interrupted", file=sys.stderr)
         return 130
 
 

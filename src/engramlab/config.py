@@ -23,9 +23,9 @@ from engramlab.errors import ConfigError
 
 
 class Config(BaseModel):
-    """Base class of every config section: unknown keys are errors, values are immutable."""
+    """Base class of every config section: unknown keys are errors, values are immutable, numbers finite."""
 
-    model_config = ConfigDict(extra="forbid", frozen=True)
+    model_config = ConfigDict(extra="forbid", frozen=True, allow_inf_nan=False)
 
 
 class HeadsDivideWidth(Config):
@@ -93,7 +93,11 @@ def parse_override(text: str) -> tuple[str, Any]:
     key, sep, raw = text.partition("=")
     key = key.strip()
     if not sep or not key:
-        raise ConfigError(f"--set expects key=value (for example model.halting.lambda_p=0.1), got {text!r}")
+        raise ConfigError(f"--set expects key=value (for example model.halting.lambda_p=0.1), got {shown(text)}")
+    if "" in key.split("."):
+        raise ConfigError(
+            f"--set {shown(key)}: a key is names joined by single dots, none empty (for example model.halting.lambda_p)"
+        )
     return key, parse_value(raw.strip())
 
 
@@ -105,7 +109,9 @@ def parse_value(raw: str) -> Any:
             pass
     try:
         return yaml.safe_load(raw) if raw else ""
-    except yaml.YAMLError:
+    # not YAML, an integer longer than Python reads (ValueError) or lists nested too deep: the text itself,
+    # which the config then names as a value that is not allowed
+    except (yaml.YAMLError, ValueError, RecursionError):
         return raw
 
 
@@ -130,13 +136,15 @@ def check_keys(cls: type[Config], data: Mapping[str, Any], prefix: str = "") -> 
     """Reject keys the config does not have, naming the allowed ones (and a close match)."""
     fields = cls.model_fields
     for key, value in data.items():
-        where = f"{prefix}{key}"
+        where = f"{prefix}{key}"  # a key inside a YAML mapping may be a number, true or null
         if key not in fields:
             allowed = sorted(fields)
-            close = difflib.get_close_matches(key, allowed, n=1)
+            close = difflib.get_close_matches(str(key), allowed, n=1)
             hint = f"; did you mean '{prefix}{close[0]}'?" if close else ""
+            if isinstance(key, str) and "." in key:
+                hint += " (inside a mapping, nest the keys: {a: {b: 1}}, not {a.b: 1})"
             section = f"'{prefix[:-1]}'" if prefix else "the top level"
-            raise ConfigError(f"unknown config key '{where}'{hint} (keys in {section}: {', '.join(allowed)})")
+            raise ConfigError(f"unknown config key {shown(where)}{hint} (keys in {section}: {', '.join(allowed)})")
         sub = config_class(fields[key].annotation)
         if sub is not None and isinstance(value, Mapping):
             check_keys(sub, value, prefix=f"{where}.")
@@ -155,18 +163,45 @@ def config_class(annotation: Any) -> type[Config] | None:
 # messages
 
 
+SHOWN_CHARS = 100  # a value longer than this is cut in an error message
+
+
 def format_validation_error(cls: type[Config], exc: ValidationError) -> str:
+    """The first error of ``exc`` as one line: the key, the value given and what is allowed."""
     err = exc.errors(include_url=False)[0]
     loc = [str(p) for p in err["loc"] if not isinstance(p, int)]
-    key = ".".join(loc)
+    key = "".join(f"[{p}]" if isinstance(p, int) else f".{p}" for p in err["loc"]).removeprefix(".")
     msg = err["msg"].removeprefix("Value error, ")
-    if err["type"] == "value_error":  # our own cross-field checks already name the keys
-        return f"invalid config: {msg}"
     field = find_field(cls, loc)
-    allowed = describe_allowed(field) if field is not None else ""
-    value = err.get("input")
-    shown = f": {value!r}" if not isinstance(value, dict) else ""
-    return f"invalid value for {key}{shown} (allowed: {allowed or msg})"
+    section = config_class(field.annotation) if field is not None else None
+    if not loc or (err["type"] == "value_error" and (field is None or section is not None)):
+        return one_line(f"invalid config: {msg}")  # a check of a whole section: our cross-field checks name the keys
+    given = f"invalid value for {key}: {shown(err.get('input'))}"
+    if err["type"] == "value_error":  # the field's own check
+        return one_line(f"{given} ({msg})")
+    if section is not None:
+        keys = list(section.model_fields)
+        return one_line(
+            f"{given} ('{key}' is a section: set one of its keys, e.g. --set {key}.{keys[0]}=...; "
+            f"keys in '{key}': {', '.join(sorted(keys))})"
+        )
+    return one_line(f"{given} (allowed: {(describe_allowed(field) if field is not None else '') or msg})")
+
+
+def one_line(text: str) -> str:
+    """``text`` with line breaks and other unprintable characters escaped, so that an error stays one line."""
+    if text.isprintable():
+        return text
+    return "".join(c if c.isprintable() else c.encode("unicode_escape").decode("ascii") for c in text)
+
+
+def shown(value: Any) -> str:
+    """A value as an error message shows it: its repr, on one line, cut to :data:`SHOWN_CHARS`."""
+    try:
+        text = one_line(repr(value))
+    except ValueError:  # an integer with more digits than Python prints
+        return f"<{type(value).__name__} too large to show>"
+    return text if len(text) <= SHOWN_CHARS else text[: SHOWN_CHARS - 3] + "..."
 
 
 def find_field(cls: type[Config], loc: list[str]):
@@ -186,7 +221,18 @@ def describe_allowed(field) -> str:
         for cls, attr, sign in ((at.Gt, "gt", ">"), (at.Ge, "ge", ">="), (at.Lt, "lt", "<"), (at.Le, "le", "<=")):
             if isinstance(meta, cls):
                 bounds.append(f"{sign} {getattr(meta, attr)}")
-    return " ".join([type_words(field.annotation)] + ([" and ".join(bounds)] if bounds else []))
+    lengths = [
+        f"{words} {getattr(meta, attr)} item{'s' * (getattr(meta, attr) != 1)}"
+        for meta in field.metadata
+        for cls, attr, words in ((at.MinLen, "min_length", "at least"), (at.MaxLen, "max_length", "at most"))
+        if isinstance(meta, cls) and getattr(meta, attr)
+    ]
+    annotation, args = field.annotation, typing.get_args(field.annotation)
+    optional = type(None) in args
+    if optional:  # the bounds belong to the value, not to null
+        annotation = next(a for a in args if a is not type(None))
+    words = " ".join([type_words(annotation)] + ([" and ".join(bounds)] if bounds else []))
+    return words + "".join(f", {length}" for length in lengths) + (" or null" if optional else "")
 
 
 def type_words(annotation: Any) -> str:
@@ -199,9 +245,25 @@ def type_words(annotation: Any) -> str:
     if origin is tuple:
         return f"a list [{', '.join(type_words(a).split(' ', 1)[-1] for a in args)}]"
     if origin is list:
-        return f"a list of {type_words(args[0]).removeprefix('one of ')}"
+        return f"a list of {plural_words(args[0])}"
+    if origin is dict:
+        return f"a mapping of {plural_words(args[0])} to {plural_words(args[1])}"
+    if isinstance(annotation, type) and issubclass(annotation, Config):
+        return f"a section with the keys {', '.join(annotation.model_fields)}"
     words = {int: "an integer", float: "a number", bool: "true or false", str: "a string"}
     return words.get(annotation, getattr(annotation, "__name__", str(annotation)))
+
+
+def plural_words(annotation: Any) -> str:
+    """The items of a list or mapping in the plural ('integers', 'lists [integer, integer]'), or a Literal's choices."""
+    origin = typing.get_origin(annotation)
+    if origin is typing.Literal:
+        return type_words(annotation).removeprefix("one of ")
+    if origin in (list, dict, tuple):
+        kind, rest = type_words(annotation).split(" ", 2)[1:]
+        return f"{kind}s {rest}"
+    words = {int: "integers", float: "numbers", bool: "true or false", str: "strings", Any: "values"}
+    return words.get(annotation, type_words(annotation))
 
 
 # ---------------------------------------------------------------------------------------------

@@ -1,4 +1,10 @@
-"""``engram report``: our numbers (mean ± std over seeds) next to the papers', as Markdown."""
+"""``engram report``: our numbers (mean ± std over seeds) next to the papers', as Markdown.
+
+Runs are grouped by experiment and resolved config (:func:`config_fingerprint`). In a group, each
+seed is one sample: when a seed ran more than once, only its most recently finished run (``finished``
+in summary.json) enters the mean ± std, and the section names the others. The deviations from the
+paper are the preset's, with the values of the group's resolved config (``--set`` overrides included).
+"""
 
 from __future__ import annotations
 
@@ -6,11 +12,13 @@ import hashlib
 import json
 import statistics
 from collections import defaultdict
+from datetime import datetime
 from pathlib import Path
 from typing import Any
 
 from engramlab.api import load_config
 from engramlab.config import to_plain
+from engramlab.engine.experiment import Experiment
 from engramlab.engine.rundir import CONFIG_NAME, SUMMARY_NAME, read_json
 from engramlab.errors import RunDirError
 from engramlab.experiments import get_experiment
@@ -73,28 +81,60 @@ def build_report(paths: list[Path]) -> str:
     return "\n\n".join(sections) + "\n"
 
 
+def finished_at(summary: dict[str, Any]) -> float:
+    """When the run finished (seconds since the epoch); -inf when its summary does not say."""
+    return datetime.fromisoformat(summary["finished"]).timestamp() if summary.get("finished") else float("-inf")
+
+
+def one_run_per_seed(summaries: list[dict[str, Any]]) -> tuple[list[dict[str, Any]], dict[int, list[dict[str, Any]]]]:
+    """Runs of one seed and config are not independent samples: per seed, keep the run that finished last
+    (on a tie, the later directory). Returns the kept runs, in their order, and the runs of every seed
+    that ran more than once, in the order they finished (the kept one last)."""
+    by_seed: dict[int, list[dict[str, Any]]] = defaultdict(list)
+    for s in sorted(summaries, key=lambda s: (finished_at(s), str(s["_dir"]))):
+        by_seed[s["seed"]].append(s)
+    kept = {id(runs[-1]) for runs in by_seed.values()}
+    duplicates = {seed: runs for seed, runs in sorted(by_seed.items()) if len(runs) > 1}
+    return [s for s in summaries if id(s) in kept], duplicates
+
+
+def deviations(exp: Experiment, summary: dict[str, Any], preset: str) -> list[str]:
+    """The preset's deviations with the values of the run's resolved config; a run without config.yaml:
+    the lines its summary.json holds."""
+    run = summary["_dir"]
+    if not (run / CONFIG_NAME).exists():
+        return summary.get("deviations", [])
+    _, cfg = load_config(run)
+    return exp.deviations_of(cfg, preset)
+
+
 def report_group(name: str, presets: list[str], summaries: list[dict[str, Any]], fingerprint: str = "") -> str:
     """One section; ``fingerprint`` names the config when runs of one preset had different configs."""
     exp = get_experiment(name)
-    preset = presets[0]
-    seeds = sorted(s["seed"] for s in summaries)
-    changes = [o for o in summaries[0].get("overrides", []) if not o.startswith("seed=")]
+    pooled, duplicates = one_run_per_seed(summaries)
+    seeds = sorted(s["seed"] for s in pooled)
+    changes = [o for o in pooled[0].get("overrides", []) if not o.startswith("seed=")]
     variant = "".join(f" --set {o}" for o in changes) + (f", config {fingerprint}" if fingerprint else "")
+    left_out = len(summaries) - len(pooled)
     values: dict[str, list[float]] = defaultdict(list)
-    for s in summaries:
+    for s in pooled:
         for key, value in s["metrics"].items():
             if isinstance(value, (int, float)):
                 values[key].append(float(value))
+    repeats = [
+        f"- seed {seed}: {len(runs)} runs, {', '.join(str(s['_dir']) for s in runs)}; used: {runs[-1]['_dir']} "
+        "(finished last)"
+        for seed, runs in duplicates.items()
+    ]
+    deviation_lines = deviations(exp, pooled[0], presets[0])
     lines = [
         f"### {name} — preset {' = '.join(f'`{p}`' for p in presets)}{variant} "
-        f"({len(summaries)} run{'s' * (len(summaries) > 1)}, "
-        f"seeds {', '.join(map(str, seeds))})",
+        f"({len(pooled)} run{'s' * (len(pooled) > 1)}, seeds {', '.join(map(str, seeds))}"
+        + (f"; {left_out} duplicate{'s' * (left_out > 1)} not pooled" if left_out else "")
+        + ")",
         "",
-        *(
-            ["Deviations from the paper:", *[f"- {d}" for d in exp.deviations.get(preset, [])], ""]
-            if exp.deviations.get(preset)
-            else []
-        ),
+        *(["Duplicate seeds, not pooled: one run per seed enters the mean ± std.", *repeats, ""] if repeats else []),
+        *(["Deviations from the paper:", *[f"- {d}" for d in deviation_lines], ""] if deviation_lines else []),
         "| metric | ours (mean ± std over seeds) | paper | source |",
         "|---|---|---|---|",
     ]
@@ -106,12 +146,12 @@ def report_group(name: str, presets: list[str], summaries: list[dict[str, Any]],
     if others:
         lines += ["", "| other metric | ours |", "|---|---|"]
         lines += [f"| `{key}` | {mean_std(values[key])} |" for key in others]
-    wall = [s["wall_time_s"] / 60 for s in summaries]
-    machine = summaries[0].get("machine", {})
+    wall = [s["wall_time_s"] / 60 for s in pooled]
+    machine = pooled[0].get("machine", {})
     lines += [
         "",
         f"Wall time per run: {mean_std(wall, digits=1)} min on {machine.get('processor', '?')} "
-        f"({machine.get('cpu_count', '?')} cores, {summaries[0].get('workers', '?')} worker(s)). "
-        f"Runs: {', '.join(str(s['_dir']) for s in summaries)}",
+        f"({machine.get('cpu_count', '?')} cores, {pooled[0].get('workers', '?')} worker(s)). "
+        f"Runs: {', '.join(str(s['_dir']) for s in pooled)}",
     ]
     return "\n".join(lines)

@@ -17,6 +17,7 @@ import torch
 from torch import nn
 
 from engramlab.config import Config
+from engramlab.engine.deviations import format_deviations
 from engramlab.engine.train import train
 
 
@@ -42,7 +43,8 @@ class Experiment:
     Config: ClassVar[type[Config]]
     presets: ClassVar[dict[str, dict[str, Any]]]
     paper: ClassVar[list[PaperNumber]] = []
-    deviations: ClassVar[dict[str, list[str]]] = {}  # per preset: every way it differs from the paper
+    # per preset: every way it differs from the paper, as templates of the run's config (deviations_of)
+    deviations: ClassVar[dict[str, list[str]]] = {}
     # keys `engram eval --set` may change: none of them may change a trained model's parameters
     eval_keys: ClassVar[tuple[str, ...]] = ("task.", "eval.")
     # old dotted key -> new dotted key: a saved config.yaml is read under today's names
@@ -113,6 +115,12 @@ class Experiment:
         return []
 
     # --- helpers -------------------------------------------------------------------------
+    def deviations_of(self, cfg: Config, preset: str | None) -> list[str]:
+        """The preset's deviations from the paper, with the values of ``cfg``, the run's resolved config
+        (``--set`` overrides included): each line of :attr:`deviations` is a template such as
+        ``"n = {cfg.task.n} (paper: 96)"``, formatted by :mod:`engramlab.engine.deviations`."""
+        return format_deviations(self.deviations.get(preset or "", []), cfg)
+
     def seed_of(self, cfg: Config) -> int:
         return int(cfg.seed)
 

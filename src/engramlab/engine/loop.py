@@ -11,11 +11,12 @@ and does everything around it, so that a stepper holds only what one unit of wor
   ``metrics.jsonl`` and TensorBoard;
 - **monitoring**: every ``eval_every`` steps, ``monitor(model)`` (a cheap evaluation, the
   learning curve) is logged under ``eval/``;
-- **checkpoints**: every ``checkpoint_every`` steps and at the end, one atomic
+- **checkpoints**: every ``checkpoint_every`` steps and at the end, one atomic, checksummed
   ``checkpoint.safetensors`` with the stepper's state, the step, the wall time and the last
-  monitor metrics;
-- **non-finite values**: a stepper raises :class:`NonFinite`; the run stops with one line that
-  says where, keeping the last good checkpoint;
+  monitor metrics (the one before it is kept: resume falls back to it if this one is damaged);
+- **non-finite values**: a stepper raises :class:`NonFinite` (or its weights go non-finite before
+  a checkpoint); the run stops with one line that says where and names the last checkpoint that
+  passes every check;
 - **progress**: a bar with the stepper's short summary.
 
 Under ``torchrun`` every rank runs the loop; rank 0 alone logs, monitors and writes.
@@ -27,6 +28,7 @@ The steppers: gradient training (:mod:`engramlab.engine.train`), evolution
 
 from __future__ import annotations
 
+import sys
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -34,7 +36,7 @@ from pathlib import Path
 from torch import nn
 
 from engramlab.engine import distributed as dist
-from engramlab.engine.checkpoint import CHECKPOINT_NAME, Checkpoint, load_checkpoint, save_checkpoint
+from engramlab.engine.checkpoint import CHECKPOINT_NAME, Checkpoint, good_checkpoint, load_latest, save_checkpoint
 from engramlab.engine.progress import Progress
 from engramlab.engine.rundir import MetricsLog, Stopwatch
 from engramlab.errors import NonFiniteLossError
@@ -110,8 +112,8 @@ def run_loop(
     checkpoint_path = directory / CHECKPOINT_NAME
     main = dist.is_main()
     start, elapsed, metrics, monitor_metrics = 0, 0.0, {}, {}
-    if resume and checkpoint_path.exists():
-        ckpt = load_checkpoint(checkpoint_path)
+    ckpt = load_latest(directory, warn=warn) if resume else None
+    if ckpt is not None:
         stepper.restore(ckpt)
         start, elapsed = ckpt.step, float(ckpt.extra.get("wall_time_s", 0.0))
         monitor_metrics = ckpt.extra.get("monitor", {})
@@ -129,10 +131,7 @@ def run_loop(
             try:
                 stepper.step(n)
             except NonFinite as exc:
-                kept = (
-                    f"last good checkpoint kept: {checkpoint_path}" if checkpoint_path.exists() else "no checkpoint yet"
-                )
-                raise NonFiniteLossError(f"{exc} at {stepper.unit[:-1]} {n}; training stopped ({kept})") from None
+                raise stopped(exc, stepper, n, directory) from None
             window_steps += 1
             if due(n, schedule.log_every):
                 seconds = window_clock.elapsed
@@ -151,7 +150,11 @@ def run_loop(
                 ckpt = stepper.state()  # on every rank: under DDP it gathers each rank's data stream
                 if main:
                     ckpt.step, ckpt.extra = n, {"wall_time_s": clock.elapsed, "monitor": monitor_metrics}
-                    save_checkpoint(checkpoint_path, ckpt)
+                    ckpt.finite = [name for name, _ in stepper.model.named_parameters()]
+                    try:
+                        save_checkpoint(checkpoint_path, ckpt)
+                    except NonFiniteLossError as exc:  # the weights went non-finite: not worth keeping
+                        raise stopped(exc, stepper, n, directory) from None
                 dist.barrier()
             if progress is not None:
                 progress.update(n, stepper.postfix(metrics, monitor_metrics))
@@ -163,8 +166,15 @@ def run_loop(
     return TrainResult(schedule.total, clock.elapsed, metrics, monitor_metrics, start)
 
 
-def kept(checkpoint_path: Path) -> str:
-    return f"last good checkpoint kept: {checkpoint_path}" if checkpoint_path.exists() else "no checkpoint yet"
+def stopped(exc: Exception, stepper: Stepper, n: int, directory: Path) -> NonFiniteLossError:
+    """The one line of a run stopped by a non-finite value: what, where, and the checkpoint that is
+    still good (verified: never one that holds NaN or fails its checksum)."""
+    where = f"{exc} at {stepper.unit.removesuffix('s')} {n}"
+    return NonFiniteLossError(f"{where}; training stopped ({good_checkpoint(directory)})")
+
+
+def warn(line: str) -> None:
+    print(f"engram: warning: {line}", file=sys.stderr, flush=True)
 
 
 def run_monitor(monitor: Monitor, model: nn.Module) -> dict[str, float]:

@@ -4,13 +4,25 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from pathlib import Path
+from typing import Any
 
-import matplotlib
+from engramlab.engine.rundir import read_metrics
 
-matplotlib.use("Agg")
-import matplotlib.pyplot as plt  # noqa: E402
 
-from engramlab.engine.rundir import read_metrics  # noqa: E402
+class Pyplot:
+    """``matplotlib.pyplot``, imported (headless, Agg) at its first use: importing an experiment to
+    read its config (``--show-config``, a config error, ``engram list``) need not wait for it."""
+
+    def __getattr__(self, name: str) -> Any:
+        import matplotlib
+
+        matplotlib.use("Agg")
+        import matplotlib.pyplot
+
+        return getattr(matplotlib.pyplot, name)
+
+
+plt = Pyplot()
 
 # arms with a fixed colour in every plot; a family passes its own (the memory kinds declare theirs)
 ARM_COLORS = {

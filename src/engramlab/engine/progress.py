@@ -1,4 +1,5 @@
-"""Progress bars (tqdm) for one training run, or for several runs trained in worker processes.
+"""Progress bars (tqdm, or plain lines where stderr is not a terminal) for one training run, or for
+several runs trained in worker processes.
 
 A worker cannot draw on the parent's terminal, so it sends ``(name, step, total, postfix)``
 messages through a queue; the parent draws one bar per run.
@@ -22,13 +23,21 @@ class Progress(Protocol):
 
 
 class Bar:
-    """A tqdm bar in this process."""
+    """Progress of one run in this process: a tqdm bar on a terminal; where stderr is not a terminal
+    (a log file, CI, a job scheduler), a plain line every ``interval`` seconds and at the end,
+    instead of a bar redrawn with carriage returns."""
 
-    def __init__(self, name: str, position: int = 0, enabled: bool = True):
-        self.name, self.position, self.enabled = name, position, enabled
+    def __init__(self, name: str, position: int = 0, enabled: bool = True, interval: float = 30.0):
+        self.name, self.position, self.enabled, self.interval = name, position, enabled, interval
         self.bar: tqdm | None = None
+        self.lines: PlainLines | None = None
 
     def start(self, total: int, initial: int = 0) -> None:
+        if not self.enabled:
+            return
+        if not sys.stderr.isatty():
+            self.lines = PlainLines(self.name, total, initial, self.interval)
+            return
         self.bar = tqdm(
             total=total,
             initial=initial,
@@ -36,12 +45,13 @@ class Bar:
             position=self.position,
             leave=True,
             dynamic_ncols=True,
-            disable=not self.enabled,
             file=sys.stderr,
-            mininterval=0.5 if sys.stderr.isatty() else 30,
+            mininterval=0.5,
         )
 
     def update(self, step: int, postfix: dict[str, str]) -> None:
+        if self.lines is not None:
+            self.lines.update(step, postfix)
         if self.bar is None:
             return
         self.bar.n = step
@@ -53,6 +63,30 @@ class Bar:
         if self.bar is not None:
             self.bar.close()
             self.bar = None
+        self.lines = None
+
+
+class PlainLines:
+    """``name: step/total (percent), speed, time left, postfix`` on stderr, at most every ``interval``
+    seconds, and once more at the last step."""
+
+    def __init__(self, name: str, total: int, initial: int, interval: float):
+        self.name, self.total, self.initial, self.interval = name, total, initial, interval
+        self.started = self.last = time.monotonic()
+
+    def update(self, step: int, postfix: dict[str, str]) -> None:
+        now = time.monotonic()
+        if now - self.last < self.interval and step < self.total:
+            return
+        self.last = now
+        rate = (step - self.initial) / max(now - self.started, 1e-9)
+        left = f", {(self.total - step) / rate / 60:.1f} min left" if rate > 0 and step < self.total else ""
+        shown = "".join(f", {key} {value}" for key, value in postfix.items())
+        print(
+            f"{self.name}: {step}/{self.total} ({100 * step / self.total:.0f} %), {rate:.1f}/s{left}{shown}",
+            file=sys.stderr,
+            flush=True,
+        )
 
 
 class QueueReporter:

@@ -9,9 +9,12 @@ from __future__ import annotations
 
 import importlib
 from collections.abc import Iterator, Mapping
+from typing import TYPE_CHECKING
 
-from engramlab.engine.experiment import Experiment
 from engramlab.errors import ConfigError
+
+if TYPE_CHECKING:  # the registry names experiments without importing them (or PyTorch)
+    from engramlab.engine.experiment import Experiment
 
 
 class Registry(Mapping[str, str]):

@@ -9,26 +9,32 @@ Layout (DESIGN.md)::
         <arm>/                 one sub-run per trained model (e.g. pondernet, act, fixed)
             metrics.jsonl      one JSON object per logged step
             events.out.tfevents.*   TensorBoard
-            checkpoint.safetensors  model + optimizer + RNG state, written atomically
+            checkpoint.safetensors  model + optimizer + RNG state, written atomically and checksummed
+            checkpoint.previous.safetensors   the checkpoint before it
             summary.json       the arm's final metrics
 
-``summary.json`` is written last, so a directory without it is an unfinished run.
+``summary.json`` is written last, so a directory without it is an unfinished run. A process that
+trains or resumes a run holds ``.lock`` (:func:`run_dir_lock`), so two cannot write one run.
 """
 
 from __future__ import annotations
 
+import fcntl
 import json
 import math
 import os
 import platform
 import sys
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from datetime import datetime
 from importlib import metadata
 from pathlib import Path
 from typing import Any
 
 from engramlab.engine.checkpoint import atomic_write_text
+from engramlab.errors import RunDirError
 
 CONFIG_NAME = "config.yaml"
 SUMMARY_NAME = "summary.json"
@@ -36,9 +42,15 @@ METRICS_NAME = "metrics.jsonl"
 
 
 def new_run_dir(root: Path, experiment: str) -> Path:
-    """Create ``root/experiment/<timestamp>`` (with a suffix if that name is taken)."""
+    """Create ``root/experiment/<timestamp>`` (with a suffix if that name is taken); a root that is
+    a file, or where a directory cannot be created or written, is one :class:`RunDirError` line."""
     base = Path(root) / experiment
-    base.mkdir(parents=True, exist_ok=True)
+    try:
+        base.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise RunDirError(f"{root}: cannot create a run directory there ({exc.strerror or exc})") from None
+    if not os.access(base, os.W_OK | os.X_OK):
+        raise RunDirError(f"{base}: cannot write a run directory there (permission denied)")
     stamp = datetime.now().strftime("%Y%m%d-%H%M%S")
     for i in range(1000):
         path = base / (stamp if i == 0 else f"{stamp}-{i}")
@@ -48,6 +60,93 @@ def new_run_dir(root: Path, experiment: str) -> Path:
         except FileExistsError:
             continue
     raise RuntimeError(f"could not create a fresh run directory under {base}")
+
+
+LOCK_NAME = ".lock"
+
+
+class RunDirInUse(RunDirError):
+    """Another process holds the run directory's lock."""
+
+
+_held: dict[Path, int] = {}  # run directories this process has locked, and how many times
+
+
+@contextmanager
+def run_dir_lock(run_dir: Path, wait: bool = False) -> Iterator[None]:
+    """An exclusive lock on a run directory for the block: an advisory ``flock`` on ``RUN_DIR/.lock``,
+    which the system releases when the process dies (``kill -9`` included). Another process that
+    asks for it gets one :class:`RunDirError` line, or with ``wait`` waits for it. The process that
+    holds it may ask again (a bench that locks a run, then runs it)."""
+    key = Path(run_dir).resolve()
+    if key in _held:
+        _held[key] += 1
+        try:
+            yield
+        finally:
+            _held[key] -= 1
+        return
+    with open(key / LOCK_NAME, "a+") as lock:
+        try:
+            fcntl.flock(lock, fcntl.LOCK_EX | (0 if wait else fcntl.LOCK_NB))
+        except BlockingIOError:
+            lock.seek(0)
+            holder = lock.read().strip() or "?"
+            raise RunDirInUse(
+                f"{run_dir} is in use by another engram process (pid {holder}): wait for it to end or stop it"
+            ) from None
+        lock.seek(0)
+        lock.truncate()
+        lock.write(str(os.getpid()))
+        lock.flush()
+        _held[key] = 1
+        try:
+            yield
+        finally:
+            del _held[key]
+
+
+RUN_INFO_NAME = "run.json"
+
+
+def begin_stretch(run_dir: Path, info: dict[str, Any] | None = None) -> dict[str, Any]:
+    """Record in ``run.json`` that a stretch of work on the run starts now: its first start
+    (``info`` is then the run's description: experiment, preset, overrides) or a resume. A
+    stretch that ended without saying so (``kill -9``) is closed at the run directory's last write."""
+    path = Path(run_dir) / RUN_INFO_NAME
+    info = dict(info) if info is not None else read_json(path)
+    stretches = info.setdefault("stretches", [])
+    if not stretches and path.exists():  # a run written before stretches were recorded
+        stretches.append({"started": iso_of((Path(run_dir) / "config.yaml").stat().st_mtime)})
+    if stretches and "seconds" not in stretches[-1]:
+        last = stretches[-1]
+        last["seconds"] = max(0.0, last_write(run_dir) - datetime.fromisoformat(last["started"]).timestamp())
+        last["ended"] = "killed (its end is the run directory's last write)"
+    stretches.append({"started": now_iso()})
+    write_json(path, info)
+    return info
+
+
+def end_stretch(run_dir: Path, seconds: float, how: str) -> float:
+    """Close the current stretch (``how``: finished, interrupted, failed); return the run's wall time
+    over every stretch."""
+    path = Path(run_dir) / RUN_INFO_NAME
+    info = read_json(path)
+    info["stretches"][-1].update(seconds=seconds, ended=how)
+    write_json(path, info)
+    return sum(stretch["seconds"] for stretch in info["stretches"])
+
+
+def last_write(run_dir: Path) -> float:
+    """The time of the newest file in the run directory, but for its bookkeeping (run.json, .lock)."""
+    times = [
+        f.stat().st_mtime for f in Path(run_dir).rglob("*") if f.is_file() and f.name not in (RUN_INFO_NAME, LOCK_NAME)
+    ]
+    return max(times, default=time.time())
+
+
+def iso_of(timestamp: float) -> str:
+    return datetime.fromtimestamp(timestamp).astimezone().isoformat(timespec="seconds")
 
 
 def write_json(path: Path, obj: Any) -> None:

@@ -13,10 +13,12 @@ from __future__ import annotations
 
 import multiprocessing as mp
 import os
+import re
 import signal
 import sys
 import time
 import traceback
+from contextlib import contextmanager, nullcontext
 from pathlib import Path
 from typing import Any
 
@@ -31,9 +33,11 @@ from engramlab.engine.rundir import (
     CONFIG_NAME,
     SUMMARY_NAME,
     Stopwatch,
-    now_iso,
+    begin_stretch,
+    end_stretch,
     provenance,
     read_json,
+    run_dir_lock,
     write_json,
 )
 from engramlab.errors import EngramError, RunDirError
@@ -55,16 +59,52 @@ def run_experiment(
     device: str = "cpu",
     progress: bool = True,
 ) -> dict[str, Any]:
-    run_dir = Path(run_dir)
-    clock = Stopwatch()
-    started = now_iso()
+    """Train and evaluate every unfinished arm of ``exp`` into ``run_dir``, then summarise and plot.
+
+    The process holds the run directory's lock throughout (a second process is refused), and
+    ``run.json`` records each stretch of work (the first start, each resume), whose sum is the
+    run's wall time."""
+    run_dir, main = Path(run_dir), dist.is_main()
     if not resume:
         cfg = exp.prepare(cfg)
-    if dist.is_main() and not resume:
-        atomic_write_text(run_dir / CONFIG_NAME, to_yaml(cfg))
-        write_json(run_dir / "run.json", {"experiment": exp.name, "preset": preset, "overrides": overrides})
-    arms = exp.arms(cfg)
-    pending = [arm for arm in arms if not (run_dir / arm / SUMMARY_NAME).exists()]
+    check_fits_in_memory(exp, cfg)
+    with run_dir_lock(run_dir) if main else nullcontext():
+        if main:
+            if not resume:
+                atomic_write_text(run_dir / CONFIG_NAME, to_yaml(cfg))
+            described = {"experiment": exp.name, "preset": preset, "overrides": overrides}
+            info = begin_stretch(run_dir, None if resume else described)
+        clock, ended = Stopwatch(), "failed"
+        try:
+            workers, threads = train_arms(exp, cfg, run_dir, resume, workers, threads, device, progress)
+            ended = "finished"
+        except KeyboardInterrupt:
+            ended = "interrupted"
+            raise
+        finally:
+            if main:
+                wall_time_s = end_stretch(run_dir, clock.elapsed, ended)
+        if not main:
+            return {}
+        results = {arm: read_json(run_dir / arm / SUMMARY_NAME) for arm in exp.arms(cfg)}
+        return finish_run(
+            exp,
+            cfg,
+            run_dir,
+            results,
+            preset=preset,
+            overrides=overrides,
+            started=info["stretches"][0]["started"],
+            wall_time_s=wall_time_s,
+            workers=workers,
+            threads=threads,
+        )
+
+
+def train_arms(exp, cfg, run_dir, resume, workers, threads, device, progress) -> tuple[int, int]:
+    """Train and evaluate the arms without a summary, the costliest first, in this process or in
+    ``workers`` processes; returns the workers and threads per worker used."""
+    pending = [arm for arm in exp.arms(cfg) if not (run_dir / arm / SUMMARY_NAME).exists()]
     workers = max(1, min(workers, len(pending))) if not dist.is_distributed() else 1
     threads = threads or max(1, (os.cpu_count() or 1) // workers)
     jobs = sorted(pending, key=lambda arm: -exp.arm_cost(cfg, arm))
@@ -73,22 +113,46 @@ def run_experiment(
             run_arm(exp, cfg.model_dump(), arm, str(run_dir / arm), resume, threads, device, None, progress)
     else:
         run_in_processes(exp, cfg, run_dir, jobs, resume, workers, threads, device, progress)
-    if not dist.is_main():
-        return {}
+    return workers, threads
 
-    results = {arm: read_json(run_dir / arm / SUMMARY_NAME) for arm in arms}
-    return finish_run(
-        exp,
-        cfg,
-        run_dir,
-        results,
-        preset=preset,
-        overrides=overrides,
-        started=started,
-        wall_time_s=clock.elapsed,
-        workers=workers,
-        threads=threads,
-    )
+
+def check_fits_in_memory(exp: Experiment, cfg: Config) -> None:
+    """Refuse, before anything is written, an arm whose weights alone need more memory than the
+    machine has available: each arm is built on PyTorch's ``meta`` device, which allocates nothing.
+    (An arm that cannot be built there is checked when it is built for real, in :func:`run_arm`.)"""
+    available = available_memory()
+    if available is None:
+        return
+    with torch.random.fork_rng(devices=[]):  # a build may seed the global generator: leave it as it was
+        for arm in exp.arms(cfg):
+            try:
+                with torch.device("meta"):
+                    model = exp.build(cfg, arm)
+            except Exception:
+                continue
+            tensors = [*model.parameters(), *model.buffers()]
+            need = sum(t.numel() * t.element_size() for t in tensors)
+            if need > available:
+                count = sum(t.numel() for t in model.parameters())
+                raise EngramError(
+                    f"arm '{arm}' needs {gigabytes(need)} for its weights alone ({count:,} parameters), more than "
+                    f"the {gigabytes(available)} of memory available: make the model smaller"
+                )
+
+
+def available_memory() -> int | None:
+    """Bytes of memory available to a new process (Linux's MemAvailable), or None where unknown."""
+    try:
+        for line in Path("/proc/meminfo").read_text().splitlines():
+            if line.startswith("MemAvailable:"):
+                return int(line.split()[1]) * 1024
+    except OSError:
+        pass
+    return None
+
+
+def gigabytes(count: float) -> str:
+    return f"{count / 1e9:,.1f} GB"
 
 
 def finish_run(exp, cfg, run_dir, results, *, preset, overrides, started, wall_time_s, workers, threads):
@@ -103,7 +167,7 @@ def finish_run(exp, cfg, run_dir, results, *, preset, overrides, started, wall_t
         "seed": exp.seed_of(cfg),
         "metrics": metrics,
         "paper": [p.__dict__ for p in exp.paper],
-        "deviations": exp.deviations.get(preset, []),
+        "deviations": exp.deviations_of(cfg, preset),
         "arms": {
             arm: {k: r[k] for k in ("steps", "train_wall_time_s", "eval_wall_time_s", "parameters")}
             for arm, r in results.items()
@@ -125,6 +189,24 @@ def torch_threads(count: int):
     return thread_count(torch.get_num_threads, torch.set_num_threads, count)
 
 
+@contextmanager
+def out_of_memory_is_one_line(arm: str):
+    """An allocation that fails (a model or a batch too large for the machine) becomes one line that
+    names the arm and the size asked for, instead of PyTorch's traceback."""
+    try:
+        yield
+    except RuntimeError as exc:  # torch.OutOfMemoryError is one too
+        text = str(exc)
+        if not isinstance(exc, torch.OutOfMemoryError) and "can't allocate memory" not in text:
+            raise
+        cpu = re.search(r"allocate (\d+) bytes", text)  # the CPU allocator's words
+        gpu = re.search(r"allocate ([\d.]+ [KMGT]iB)", text)  # CUDA's
+        size = gigabytes(int(cpu[1])) if cpu else gpu[1] if gpu else "an unknown amount"
+        raise EngramError(
+            f"arm '{arm}': out of memory ({size} asked for at once): make the model or batch smaller"
+        ) from None
+
+
 def run_arm(
     exp: Experiment,
     cfg_data: dict[str, Any],
@@ -140,7 +222,7 @@ def run_arm(
 
     The evaluation path: :meth:`Experiment.evaluate` (numbers, into the arm's summary), then
     :meth:`Experiment.record` (animations of the trained model, into the run's ``plots/``)."""
-    with torch_threads(threads):
+    with torch_threads(threads), out_of_memory_is_one_line(arm):
         cfg = exp.Config.model_validate(cfg_data)
         arm_path = Path(arm_dir)
         model = exp.build(cfg, arm)

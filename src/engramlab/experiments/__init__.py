@@ -13,8 +13,12 @@ To register a new experiment, add one line to ``REGISTRY`` below.
 
 from __future__ import annotations
 
-from engramlab.engine.experiment import Experiment, PaperNumber
+from typing import TYPE_CHECKING
+
 from engramlab.engine.registry import Registry
+
+if TYPE_CHECKING:  # importing the engine's Experiment imports PyTorch: not needed to name experiments
+    from engramlab.engine.experiment import Experiment
 
 # name -> module defining ``EXPERIMENT``
 REGISTRY = Registry(
@@ -35,7 +39,7 @@ REGISTRY = Registry(
     }
 )
 
-__all__ = ["Experiment", "PaperNumber", "REGISTRY", "get_experiment", "all_experiments"]
+__all__ = ["REGISTRY", "get_experiment", "all_experiments"]
 
 
 def get_experiment(name: str) -> Experiment:

@@ -76,15 +76,17 @@ class MemoBabi(PonderNetBabi):
     }
     deviations = {
         "quick": [
-            "stories cut to their last 50 sentences",
-            "width 64, at most 6 hops, 20k updates, Adam lr 1e-3 with warm-up and cosine decay: a 2-core CPU budget",
+            "stories cut to their last {cfg.task.memory_size} sentences",
+            "width {cfg.model.hidden}, at most {cfg.model.halting.max_steps} hops, {cfg.train.steps:k} updates, "
+            "{cfg.train.optimizer:name} lr {cfg.train.lr:sci} with warm-up and {cfg.train.decay} decay: a 2-core "
+            "CPU budget",
             "qa3 trained from the 1k file (the en-10k qa3 training file is missing)",
             "sentences embedded as in our UT before MEMO's key and value maps; halting reads the query state only",
         ],
         "paper": [
             "qa3 trained from the 1k file (the en-10k qa3 training file is missing)",
             "sentences embedded as in our UT before MEMO's key and value maps; halting reads the query state only",
-            "sizes, learning rate and 100k updates are ours (see docs/babi.md)",
+            "sizes, learning rate and {cfg.train.steps:k} updates are ours (see docs/babi.md)",
         ],
     }
     paper = [

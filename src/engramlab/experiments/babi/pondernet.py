@@ -43,6 +43,13 @@ from engramlab.ponder.steps import Step
 
 Arm = Literal["ut-pondernet", "ut-act", "ut-fixed"]
 WITHOUT_QA3 = [t for t in range(1, 21) if t != 3]
+COMMON_DEVIATIONS = [  # both presets
+    "qa3 trained from the 1k file (the en-10k qa3 training file is missing)",
+    "attention width = model width (paper: attention hidden 512); lambda_p {cfg.model.halting.lambda_p:g}, "
+    "tau {cfg.model.halting.tau:g} fixed",
+    "{cfg.model.centred_positions:if}the learned word-position mask starts at MemN2N's centred form "
+    "(the paper does not say)",
+]
 
 
 class ModelConfig(HeadsDivideWidth):
@@ -93,19 +100,14 @@ class PonderNetBabi(Experiment):
     }
     deviations = {
         "quick": [
-            "stories cut to their last 50 sentences (paper: up to 320)",
-            "width 64, 4 heads, N = 6 (paper: 128, 8 heads, N = 10): a 2-core CPU budget",
-            "6k updates, Adam lr 1e-3 with warm-up and cosine decay (paper: 3e-4; updates not stated)",
-            "qa3 trained from the 1k file (the en-10k qa3 training file is missing)",
-            "attention width = model width (paper: attention hidden 512); lambda_p 0.2, tau 0.01 fixed",
-            "the learned word-position mask starts at MemN2N's centred form (the paper does not say)",
+            "stories cut to their last {cfg.task.memory_size} sentences (paper: up to 320)",
+            "width {cfg.model.d}, {cfg.model.heads} heads, N = {cfg.model.halting.max_steps} (paper: 128, 8 heads, "
+            "N = 10): a 2-core CPU budget",
+            "{cfg.train.steps:k} updates, {cfg.train.optimizer:name} lr {cfg.train.lr:sci} with warm-up and "
+            "{cfg.train.decay} decay (paper: 3e-4; updates not stated)",
+            *COMMON_DEVIATIONS,
         ],
-        "paper": [
-            "qa3 trained from the 1k file (the en-10k qa3 training file is missing)",
-            "attention width = model width (paper: attention hidden 512); lambda_p 0.2, tau 0.01 fixed",
-            "the learned word-position mask starts at MemN2N's centred form (the paper does not say)",
-            "100k updates: ours (the paper does not state it)",
-        ],
+        "paper": [*COMMON_DEVIATIONS, "{cfg.train.steps:k} updates: ours (the paper does not state it)"],
     }
     paper = [
         PaperNumber("ut-pondernet/mean_error", "PonderNet mean error %", 0.15, "± 0.9, 20 tasks", "Table 1"),

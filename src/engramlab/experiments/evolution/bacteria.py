@@ -96,6 +96,11 @@ class BacteriaConfig(Config):
         0.6, gt=0, lt=1, description="blind-walk: chance of tumbling per step, whatever a cell senses"
     )
 
+    @property
+    def simulated_minutes(self) -> float:
+        """Bacterial time of the evolution, in minutes (for the deviations' text)."""
+        return self.simulation.steps * self.world.dt / 60
+
     @model_validator(mode="after")
     def _stage_comes_from_the_arm(self):
         for name, default in (("stage", 1), ("signal_sensed", True)):
@@ -239,11 +244,13 @@ class Bacteria(Experiment):
     deviations = {
         "quick": [
             "the talk published no parameters: world, energy and food are ours; motion and sensing follow E. coli",
-            "16 restarts of at most 128 cells for 40,000 steps of 0.1 s (about 67 minutes of bacterial time)",
+            "{cfg.world.worlds} restarts of at most {cfg.world.capacity} cells for {cfg.simulation.steps:,} steps of "
+            "{cfg.world.dt:g} s (about {cfg.simulated_minutes:.0f} minutes of bacterial time)",
         ],
         "paper": [
             "the talk published no parameters: world, energy and food are ours; motion and sensing follow E. coli",
-            "64 restarts of at most 512 cells for 200,000 steps of 0.1 s",
+            "{cfg.world.worlds} restarts of at most {cfg.world.capacity} cells for {cfg.simulation.steps:,} steps of "
+            "{cfg.world.dt:g} s",
         ],
     }
     paper = [

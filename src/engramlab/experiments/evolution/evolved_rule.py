@@ -118,6 +118,11 @@ class EvolvedRuleConfig(Config):
     train: TrainConfig = TrainConfig(steps=3000, batch_size=32, lr=1e-3, eval_every=500, checkpoint_every=500)
     eval: EvalConfig = EvalConfig()
 
+    @property
+    def genome_size(self) -> int:
+        """Numbers in the evolved rule's genome (for the deviations' text)."""
+        return rule_shape(self).size
+
 
 def rule_shape(cfg: EvolvedRuleConfig) -> RuleShape:
     m = cfg.model
@@ -186,17 +191,19 @@ class EvolvedRule(Experiment):
     }
     deviations = {
         "quick": [
-            "8 x 8 digits (scikit-learn's UCI set) and one layer of 65 x 5 synapses (VSML: MNIST, 784 x 10)",
-            "messages of 2 numbers, LSTM hidden 4 in synapses and neurons: a genome of 296 numbers (VSML: 8 and "
-            "16, about 2,400; the issue: a few thousand); at 768 and 2,112 numbers sep-CMA stayed at chance "
-            "in development runs of a few hundred generations",
+            "8 x 8 digits (scikit-learn's UCI set) and one layer of 65 x {cfg.data.ways} synapses (VSML: MNIST, "
+            "784 x 10)",
+            "messages of {cfg.model.message} numbers, LSTM hidden {cfg.model.synapse_hidden} in synapses and "
+            "neurons: a genome of {cfg.genome_size:,} numbers (VSML: 8 and 16, about 2,400; the issue: a few "
+            "thousand); at 768 and 2,112 numbers sep-CMA stayed at chance in development runs of a few hundred "
+            "generations",
             "neurons are LSTM cells too (the talk), added to VSML's direct paths",
-            "sep-CMA-ES, population 32, 2,500 generations of one 200-image episode (VSML: antithetic ES, "
-            "population 1,024, 500-image episodes)",
+            "{cfg.evolve.strategy:name}, population {cfg.evolve.population:,}, {cfg.evolve.generations:,} "
+            "generations of one 200-image episode (VSML: antithetic ES, population 1,024, 500-image episodes)",
             "fitness: online accuracy, as the talk and the issue (VSML: online cross-entropy)",
         ],
         "paper": [
-            "8 x 8 digits and 5-way episodes, not MNIST's 784 x 10",
+            "8 x 8 digits and {cfg.data.ways}-way episodes, not MNIST's 784 x 10",
             "neurons are LSTM cells too (the talk), not sums (VSML)",
         ],
     }

@@ -84,7 +84,10 @@ class GeneralistFinetune(Experiment):
         "paper": {},
     }
     deviations = {
-        "quick": ["500 updates of batch 32 for every arm; 20 rollouts per condition (paper: 50)"],
+        "quick": [
+            "{cfg.train.steps:k} updates of batch {cfg.train.batch_size} for every arm; {cfg.eval.episodes} rollouts "
+            "per condition (paper: 50)"
+        ],
         "paper": ["the same number of updates for every arm (the paper's schedule per task is not in our notes)"],
     }
     paper = [

@@ -71,8 +71,9 @@ COMMON_DEVIATIONS = [
     "12 small tasks (classic control, LunarLander, BabyAI) instead of 604; experts are hand-coded or bots",
     "text as UTF-8 bytes, not SentencePiece; discrete values in their own id range",
     "continuous actions scaled linearly to [-1, 1] (no mu-law); BabyAI cells as one id each",
-    "MNIST 28x28 in 7x7 patches (paper: 16x16); GroupNorm with 8 groups (paper: 32)",
-    "continuous-bin embeddings start smooth in the bin value (initialisation only)",
+    "MNIST 28x28 in {cfg.data.patch}x{cfg.data.patch} patches (paper: 16x16); GroupNorm with "
+    "{cfg.model.patch_groups} groups (paper: 32)",
+    "{cfg.model.smooth_bins:if}continuous-bin embeddings start smooth in the bin value (initialisation only)",
 ]
 
 
@@ -225,11 +226,14 @@ class Generalist(Experiment):
     }
     deviations = {
         "quick": [
-            "4 layers x 128 (about 1M parameters), context 256, 4k updates of batch 16 (paper: 79M+, 1024, 1M x 512)",
-            "no dropout (paper: 0.1): on a CPU the dropout masks took half of a training step (torch.profiler)",
-            "rotary positions on queries and keys (RoFormer) give the tokens' order; the paper names only local "
-            "and patch positions, and without an order the model cannot tell the latest observation from older ones",
-            "20 rollouts per task and condition (paper: 50)",
+            "{cfg.model.layers} layers x {cfg.model.width} (about 1M parameters), context {cfg.model.context}, "
+            "{cfg.train.steps:k} updates of batch {cfg.train.batch_size} (paper: 79M+, 1024, 1M x 512)",
+            "{cfg.model.dropout:unless}no dropout (paper: 0.1): on a CPU the dropout masks took half of a training "
+            "step (torch.profiler)",
+            "{cfg.model.rotary:if}rotary positions on queries and keys (RoFormer) give the tokens' order; the paper "
+            "names only local and patch positions, and without an order the model cannot tell the latest "
+            "observation from older ones",
+            "{cfg.eval.episodes} rollouts per task and condition (paper: 50)",
             *COMMON_DEVIATIONS,
         ],
         "paper": COMMON_DEVIATIONS,

@@ -64,15 +64,17 @@ class MemoryCopy(MemoryTaskExperiment):
     }
     deviations = {
         "quick": [
-            "Adam lr 1e-3 and gradient-norm clipping 10, batch 16 (paper: RMSProp with momentum 0.9, lr 1e-4, "
-            "gradients clipped elementwise to (-10, 10), batch 1); 4k updates",
-            "NTM controller 64 units (paper: 100)",
-            "baselines of matched size: a 1-layer LSTM and a 2-layer attention model with sinusoidal positions "
-            "(paper: a 3 x 256 LSTM with 1.3M parameters)",
+            "{cfg.train.optimizer:name} lr {cfg.train.lr:sci} and gradient-norm clipping {cfg.train.grad_clip:g}, "
+            "batch {cfg.train.batch_size} (paper: RMSProp with momentum 0.9, lr 1e-4, gradients clipped "
+            "elementwise to (-10, 10), batch 1); {cfg.train.steps:k} updates",
+            "NTM controller {cfg.model.controller_size} units (paper: 100)",
+            "baselines of matched size: a {cfg.arm_models[lstm][layers]}-layer LSTM and a {cfg.model.layers}-layer "
+            "attention model with sinusoidal positions (paper: a 3 x 256 LSTM with 1.3M parameters)",
         ],
         "paper": [
-            "Adam with gradient-norm clipping (paper: RMSProp with momentum, elementwise clipping); batch 16 "
-            "(paper: 1); 100k updates (paper: until convergence)",
+            "{cfg.train.optimizer:name} with gradient-norm clipping (paper: RMSProp with momentum, elementwise "
+            "clipping); batch {cfg.train.batch_size} (paper: 1); {cfg.train.steps:k} updates (paper: until "
+            "convergence)",
         ],
     }
     paper = [

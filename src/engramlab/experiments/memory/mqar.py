@@ -76,11 +76,15 @@ class MemoryMQAR(MemoryTaskExperiment):
     }
     deviations = {
         "quick": [
-            "vocabulary 256 instead of 8,192: with 4,096 value tokens each value is seen too rarely to be "
+            "vocabulary {cfg.task.vocab} instead of 8,192: with 4,096 value tokens each value is seen too rarely to be "
             "learned in minutes on a CPU",
-            "3k updates of batch 32, lr 3e-3 (Zoology: 64 epochs of 100k sequences and a learning-rate sweep)",
+            "{cfg.train.steps:k} updates of batch {cfg.train.batch_size}, lr {cfg.train.lr:sci} (Zoology: 64 epochs "
+            "of 100k sequences and a learning-rate sweep)",
         ],
-        "paper": ["100k updates of batch 64 and lr 1e-3 are ours (Zoology sweeps learning rates)"],
+        "paper": [
+            "{cfg.train.steps:k} updates of batch {cfg.train.batch_size} and lr {cfg.train.lr:sci} are ours "
+            "(Zoology sweeps learning rates)"
+        ],
     }
     paper = [
         PaperNumber(

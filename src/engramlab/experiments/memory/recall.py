@@ -68,13 +68,19 @@ class MemoryRecall(MemoryTaskExperiment):
     }
     deviations = {
         "quick": [
-            "Adam lr 1e-3 and gradient-norm clipping 10, batch 16 (paper: RMSProp with momentum 0.9, lr 1e-4, "
-            "elementwise clipping, batch 1); 4k updates",
-            "NTM controller 64 units (paper: 100); baselines of matched size (paper: a 3 x 256 LSTM)",
-            "LSTM controller (paper: feed-forward; its LSTM-controller NTM also solves 6 items, Fig. 11): with the "
-            "feed-forward controller our first seed stayed at chance (8.6 wrong bits) after 4k updates",
+            "{cfg.train.optimizer:name} lr {cfg.train.lr:sci} and gradient-norm clipping {cfg.train.grad_clip:g}, "
+            "batch {cfg.train.batch_size} (paper: RMSProp with momentum 0.9, lr 1e-4, elementwise clipping, "
+            "batch 1); {cfg.train.steps:k} updates",
+            "NTM controller {cfg.model.controller_size} units (paper: 100); baselines of matched size "
+            "(paper: a 3 x 256 LSTM)",
+            "{cfg.model.controller:name} controller (paper: feed-forward; its LSTM-controller NTM also solves 6 "
+            "items, Fig. 11): with the feed-forward controller our first seed stayed at chance (8.6 wrong bits) "
+            "after 4k updates",
         ],
-        "paper": ["Adam with gradient-norm clipping (paper: RMSProp with momentum); batch 16 (paper: 1)"],
+        "paper": [
+            "{cfg.train.optimizer:name} with gradient-norm clipping (paper: RMSProp with momentum); "
+            "batch {cfg.train.batch_size} (paper: 1)"
+        ],
     }
     paper = [
         PaperNumber("ntm/items6_bit_errors", "NTM, 6 items, wrong bits per sequence", 0.0, "≈ 0", "§4.3, Fig. 11"),

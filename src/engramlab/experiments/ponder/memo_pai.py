@@ -156,14 +156,15 @@ class MemoPAI(Experiment):
         "quick": [
             "items are random unit vectors from disjoint train/test pools (paper: ResNet embeddings of ImageNet)",
             "target: which of the two candidates is the match (chance 50 %), not the item's class",
-            "item_dim 32, hidden 64, 4k updates of batch 64: a 2-core CPU budget",
+            "item_dim {cfg.task.item_dim}, hidden {cfg.model.hidden}, {cfg.train.steps:k} updates of batch "
+            "{cfg.train.batch_size}: a 2-core CPU budget",
             "REINFORCE reward = negative task loss; halting reads the hop state, cue and candidate scores",
-            "ut arm: fixed depth 4 (the paper's UT used ACT halting)",
+            "ut arm: fixed depth {cfg.model.ut_steps} (the paper's UT used ACT halting)",
         ],
         "paper": [
             "items are random unit vectors from disjoint train/test pools (paper: ResNet embeddings of ImageNet)",
             "target: which of the two candidates is the match (chance 50 %), not the item's class",
-            "number of updates (200k) and pool sizes are ours: not stated in the papers",
+            "number of updates ({cfg.train.steps:k}) and pool sizes are ours: not stated in the papers",
             "REINFORCE reward = negative task loss; halting reads the hop state, cue and candidate scores",
         ],
     }

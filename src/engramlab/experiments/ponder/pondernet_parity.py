@@ -80,6 +80,11 @@ PAPER_MODEL = {
     "halting": {"max_steps": 20, "lambda_p": 0.1, "beta": 0.01},
 }
 PAPER_TRAIN = {"batch_size": 128, "lr": 3e-4, "optimizer": "adam", "grad_clip": 0.0}
+PAPER_DEVIATIONS = [
+    "number of updates ({cfg.train.steps:k}) is ours: the paper does not state it",
+    "ACT tau = {cfg.model.halting.tau:sci} and lambda_p = {cfg.model.halting.lambda_p:g} fixed "
+    "(the paper sweeps 20 and 10 values, 10 seeds each)",
+]
 
 
 class PonderNetParity(Experiment):
@@ -136,23 +141,21 @@ class PonderNetParity(Experiment):
     }
     deviations = {
         "quick": [
-            "n = 32, train k in [1, 16], test k in [17, 32] (paper: n = 96, [1, 48], [49, 96]) - 2-core budget",
-            "GRU step instead of the tanh RNN: it learns parity far faster",
-            "input features [x = +1, x = -1] per element ('signs') instead of the raw value: the count of +1s "
-            "becomes linear in the input; with raw input n = 32 did not train within the budget",
-            "AdamW, lr 3e-3 with cosine decay, weight decay 0.05, gradient clipping 1 (paper: Adam, lr 3e-4 "
-            "fixed, no decay or clipping stated); 20k updates (paper: not stated)",
-            "ACT tau = 1e-3 and lambda_p = 0.1 fixed (the paper sweeps 20 and 10 values)",
-            "an extra arm 'repeat': the same GRU applied 8 times, without halting (Fojo et al. 2018)",
+            "n = {cfg.task.n}, train k in {cfg.task.train_k}, test k in {cfg.task.test_k} "
+            "(paper: n = 96, [1, 48], [49, 96]) - 2-core budget",
+            "{cfg.model.step:name} step instead of the tanh RNN: it learns parity far faster",
+            "input features [x = +1, x = -1] per element ('{cfg.model.encoding}') instead of the raw value: the "
+            "count of +1s becomes linear in the input; with raw input n = 32 did not train within the budget",
+            "{cfg.train.optimizer:name}, lr {cfg.train.lr:sci} with {cfg.train.decay} decay, weight decay "
+            "{cfg.train.weight_decay:g}, gradient clipping {cfg.train.grad_clip:g} (paper: Adam, lr 3e-4 fixed, no "
+            "decay or clipping stated); {cfg.train.steps:k} updates (paper: not stated)",
+            "ACT tau = {cfg.model.halting.tau:sci} and lambda_p = {cfg.model.halting.lambda_p:g} fixed "
+            "(the paper sweeps 20 and 10 values)",
+            "an extra arm 'repeat': the same {cfg.model.step:name} applied {cfg.model.repeat_steps} times, without "
+            "halting (Fojo et al. 2018)",
         ],
-        "paper": [
-            "number of updates (200k) is ours: the paper does not state it",
-            "ACT tau = 1e-3 and lambda_p = 0.1 fixed (the paper sweeps 20 and 10 values, 10 seeds each)",
-        ],
-        "paper-interpolation": [
-            "number of updates (200k) is ours: the paper does not state it",
-            "ACT tau = 1e-3 and lambda_p = 0.1 fixed (the paper sweeps 20 and 10 values, 10 seeds each)",
-        ],
+        "paper": PAPER_DEVIATIONS,
+        "paper-interpolation": PAPER_DEVIATIONS,
     }
     paper = [
         PaperNumber(
