@@ -6,7 +6,9 @@
 
 Every implementation trains the same model for ``--seconds`` of wall time after a warm-up: a GRU
 cell (``hidden`` units) pondered for up to N = 20 steps, batch 128, Adam, gradient clipping 1,
-including data generation. Peers run as in their own training scripts (their model, losses and
+including data generation. At the paper's sizes (n = 64 and 96, hidden 128) engramlab also
+trains the paper's own model, the tanh RNN, reported in steps/s and as a share of the machine's
+matmul peak, measured at the start of the same run. Peers run as in their own training scripts (their model, losses and
 DataLoader), loaded from a local checkout given on the command line; nothing of theirs is part
 of engramlab. engramlab runs its real training loop (``engramlab.engine.train.train``), with the
 unroll forced to N = 20 steps (epsilon = 0) so that the work per update is the same as the peers',
@@ -34,10 +36,11 @@ from engramlab.engine.rundir import library_versions, machine_info, now_iso
 from engramlab.engine.train import train
 from engramlab.experiments import get_experiment
 
-SETTINGS = [  # (n, hidden): the peers' default, our quick preset's size, the paper's interpolation size
+SETTINGS = [  # (n, hidden): the peers' default, our quick preset's size, the paper's two sizes
     (8, 64),
     (32, 128),
     (64, 128),
+    (96, 128),
 ]
 BATCH, MAX_STEPS = 128, 20
 
@@ -59,7 +62,28 @@ def time_loop(step, seconds: float, warmup: int = 10) -> float:
     return done / (time.perf_counter() - start)
 
 
-def engramlab_rate(n: int, hidden: int, seconds: float, epsilon: float) -> float:
+def matmul_peak(seconds: float) -> float:
+    """The machine's fp32 matmul rate (FLOP/s) with this process's threads: the best of a few square
+    and recurrent-sized products (2 m k n FLOPs each), for the share of peak a training step reaches."""
+    best = 0.0
+    for m, k, n in ((1024, 1024, 1024), (128, 128, 384), (128, 128, 128)):
+        a, b = torch.randn(m, k), torch.randn(k, n)
+        rate = time_loop(lambda a=a, b=b: a @ b, seconds / 3)
+        best = max(best, 2 * m * k * n * rate)
+    return best
+
+
+def rnn_update_flops(n: int, hidden: int, steps: int = MAX_STEPS, batch: int = BATCH) -> float:
+    """FLOPs of one update of the paper's tanh RNN pondered for ``steps`` steps (matrix products
+    only; the input projection once, as engramlab computes it): forward, then backward (twice the
+    forward's products, but for the input projection, whose input needs no gradient)."""
+    recurrent = 2 * batch * hidden * hidden * steps
+    heads = 2 * batch * hidden * 2 * steps
+    projection = 2 * batch * n * hidden
+    return 3 * (recurrent + heads) + 2 * projection
+
+
+def engramlab_rate(n: int, hidden: int, seconds: float, epsilon: float, step: str = "gru") -> float:
     exp = get_experiment("pondernet-parity")
     cfg = resolve(
         exp.Config,
@@ -67,7 +91,7 @@ def engramlab_rate(n: int, hidden: int, seconds: float, epsilon: float) -> float
             f"task.n={n}",
             f"task.train_k=[1,{n}]",
             "task.test_k=null",
-            "model.step=gru",
+            f"model.step={step}",
             f"model.hidden={hidden}",
             "model.encoding=raw",
             f"model.halting.max_steps={MAX_STEPS}",
@@ -151,6 +175,8 @@ def main(argv=None) -> int:
     parser.add_argument("--out", type=Path, help="write the results as JSON here")
     args = parser.parse_args(argv)
     torch.set_num_threads(args.threads)
+    peak = matmul_peak(args.seconds)
+    print(f"matmul peak with {args.threads} thread(s): {peak / 1e9:.1f} GFLOP/s", flush=True)
     rows = []
     for n, hidden in SETTINGS:
         candidates = [
@@ -170,6 +196,26 @@ def main(argv=None) -> int:
             print(
                 f"n={n:3d} hidden={hidden:3d} {name:52s} {rate:7.1f} steps/s {rate * BATCH:9.0f} samples/s", flush=True
             )
+        if hidden == 128 and n in (64, 96):  # the paper's own model at its two sizes
+            torch.manual_seed(0)
+            rate = engramlab_rate(n, hidden, args.seconds, epsilon=0.0, step="rnn")
+            share = rate * rnn_update_flops(n, hidden) / peak
+            name = "engramlab, the paper's tanh RNN, N = 20 every update"
+            rows.append(
+                {
+                    "implementation": name,
+                    "n": n,
+                    "hidden": hidden,
+                    "steps_per_s": rate,
+                    "samples_per_s": rate * BATCH,
+                    "flops_per_update": rnn_update_flops(n, hidden),
+                    "share_of_matmul_peak": share,
+                }
+            )
+            print(
+                f"n={n:3d} hidden={hidden:3d} {name:52s} {rate:7.1f} steps/s, {100 * share:.0f} % of the peak",
+                flush=True,
+            )
     if args.out:
         args.out.parent.mkdir(parents=True, exist_ok=True)
         args.out.write_text(
@@ -180,6 +226,7 @@ def main(argv=None) -> int:
                     "batch": BATCH,
                     "max_steps": MAX_STEPS,
                     "seconds": args.seconds,
+                    "matmul_peak_flops": peak,
                     "results": rows,
                     "machine": machine_info(),
                     "versions": library_versions(),
