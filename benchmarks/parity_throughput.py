@@ -6,7 +6,11 @@
 
 Every implementation trains the same model for ``--seconds`` of wall time after a warm-up: a GRU
 cell (``hidden`` units) pondered for up to N = 20 steps, batch 128, Adam, gradient clipping 1,
-including data generation. At the paper's sizes (n = 64 and 96, hidden 128) engramlab also
+including data generation. engramlab runs with its fused kernels (``model.fused``,
+``engramlab.ponder.fused``) and, for comparison, with PyTorch operators only. Every row also gives
+its share of the machine's matmul peak, counting the products of the update (``update_flops``):
+the peak divided by that count is the most steps/s any implementation of this model can reach
+here. At the paper's sizes (n = 64 and 96, hidden 128) engramlab also
 trains the paper's own model, the tanh RNN, reported in steps/s and as a share of the machine's
 matmul peak, measured at the start of the same run. Peers run as in their own training scripts (their model, losses and
 DataLoader), loaded from a local checkout given on the command line; nothing of theirs is part
@@ -73,21 +77,24 @@ def matmul_peak(seconds: float) -> float:
     return best
 
 
-def rnn_update_flops(n: int, hidden: int, steps: int = MAX_STEPS, batch: int = BATCH) -> float:
-    """FLOPs of one update of the paper's tanh RNN pondered for ``steps`` steps (matrix products
-    only; the input projection once, as engramlab computes it): forward, then backward (twice the
-    forward's products, but for the input projection, whose input needs no gradient)."""
-    recurrent = 2 * batch * hidden * hidden * steps
+def update_flops(n: int, hidden: int, gates: int, steps: int = MAX_STEPS, batch: int = BATCH) -> float:
+    """FLOPs of one update of a recurrent step with ``gates`` blocks of ``hidden`` units (1: the
+    paper's tanh RNN, 3: a GRU) pondered for ``steps`` steps, matrix products only, the input
+    projection once (as engramlab computes it): forward, then backward (twice the forward's
+    products, but for the input projection, whose input needs no gradient). The floor of an
+    update's time is this count at the matmul peak."""
+    recurrent = 2 * batch * hidden * gates * hidden * steps
     heads = 2 * batch * hidden * 2 * steps
-    projection = 2 * batch * n * hidden
+    projection = 2 * batch * n * gates * hidden
     return 3 * (recurrent + heads) + 2 * projection
 
 
-def engramlab_rate(n: int, hidden: int, seconds: float, epsilon: float, step: str = "gru") -> float:
+def engramlab_rate(n: int, hidden: int, seconds: float, epsilon: float, step: str = "gru", fused: bool = True) -> float:
     exp = get_experiment("pondernet-parity")
     cfg = resolve(
         exp.Config,
         overrides=[
+            f"model.fused={str(fused).lower()}",
             f"task.n={n}",
             f"task.train_k=[1,{n}]",
             "task.test_k=null",
@@ -182,6 +189,10 @@ def main(argv=None) -> int:
         candidates = [
             ("engramlab, N = 20 every update (epsilon 0)", partial(engramlab_rate, epsilon=0.0)),
             ("engramlab, paper truncation (epsilon 0.05, at init)", partial(engramlab_rate, epsilon=0.05)),
+            (
+                "engramlab, PyTorch operators only, N = 20 every update",
+                partial(engramlab_rate, epsilon=0.0, fused=False),
+            ),
         ]
         if args.jankrepl:
             candidates.append(("jankrepl/mildlyoverfitted", partial(jankrepl_rate, args.jankrepl)))
@@ -190,17 +201,25 @@ def main(argv=None) -> int:
         for name, measure in candidates:
             torch.manual_seed(0)
             rate = measure(n=n, hidden=hidden, seconds=args.seconds)
-            rows.append(
-                {"implementation": name, "n": n, "hidden": hidden, "steps_per_s": rate, "samples_per_s": rate * BATCH}
-            )
+            row = {"implementation": name, "n": n, "hidden": hidden, "steps_per_s": rate, "samples_per_s": rate * BATCH}
+            if "truncation" not in name:  # N = 20 steps: the products of update_flops
+                flops = update_flops(n, hidden, gates=3)
+                row |= {"flops_per_update": flops, "share_of_matmul_peak": rate * flops / peak}
+            rows.append(row)
+            share = f", {100 * row['share_of_matmul_peak']:.0f} % of the peak" if "flops_per_update" in row else ""
             print(
-                f"n={n:3d} hidden={hidden:3d} {name:52s} {rate:7.1f} steps/s {rate * BATCH:9.0f} samples/s", flush=True
+                f"n={n:3d} hidden={hidden:3d} {name:52s} {rate:7.1f} steps/s {rate * BATCH:9.0f} samples/s{share}",
+                flush=True,
             )
-        if hidden == 128 and n in (64, 96):  # the paper's own model at its two sizes
+        for fused, name in (
+            (True, "engramlab, the paper's tanh RNN, N = 20 every update"),
+            (False, "engramlab, the paper's tanh RNN, PyTorch operators only"),
+        ):
+            if hidden != 128 or n not in (64, 96):  # the paper's own model at its two sizes
+                continue
             torch.manual_seed(0)
-            rate = engramlab_rate(n, hidden, args.seconds, epsilon=0.0, step="rnn")
-            share = rate * rnn_update_flops(n, hidden) / peak
-            name = "engramlab, the paper's tanh RNN, N = 20 every update"
+            rate = engramlab_rate(n, hidden, args.seconds, epsilon=0.0, step="rnn", fused=fused)
+            share = rate * update_flops(n, hidden, gates=1) / peak
             rows.append(
                 {
                     "implementation": name,
@@ -208,7 +227,7 @@ def main(argv=None) -> int:
                     "hidden": hidden,
                     "steps_per_s": rate,
                     "samples_per_s": rate * BATCH,
-                    "flops_per_update": rnn_update_flops(n, hidden),
+                    "flops_per_update": update_flops(n, hidden, gates=1),
                     "share_of_matmul_peak": share,
                 }
             )

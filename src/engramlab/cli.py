@@ -20,6 +20,7 @@ EPILOG_RUN = """examples:
   engram run pondernet-parity --set model.halting.lambda_p=0.1 --set train.steps=5000
   engram run pondernet-parity --show-config            # every config key, its default and meaning
   engram run pondernet-parity --resume runs/pondernet-parity/20261122-101500
+  engram run pondernet-parity --resume runs/pondernet-parity/20261122-101500 --set train.steps=2000000  # longer
   torchrun --nproc-per-node 2 -m engramlab.cli run pondernet-parity --preset quick
 """
 
@@ -81,7 +82,8 @@ def build_parser() -> argparse.ArgumentParser:
         type=Path,
         default=None,
         metavar="RUN_DIR",
-        help="continue an interrupted run from its checkpoints (its saved config is used)",
+        help="continue an interrupted run from its checkpoints (its saved config is used); with "
+        "--set train.steps=N, train a run with a constant learning rate longer, to N updates",
     )
     p.add_argument(
         "--workers",
@@ -187,6 +189,22 @@ def cmd_list(args) -> int:
     return 0
 
 
+def steps_to_train_longer(overrides: list[str]) -> int | None:
+    """With ``--resume``, ``--set`` may only raise ``train.steps`` (train the run longer)."""
+    from engramlab.config import parse_override
+
+    steps = None
+    for text in overrides:
+        key, value = parse_override(text)
+        if key != "train.steps" or not isinstance(value, int) or isinstance(value, bool) or value < 1:
+            raise EngramError(
+                f"--resume continues a run with its saved config; the one --set it takes is train.steps=N "
+                f"(a whole number, to train longer), not {text!r}"
+            )
+        steps = value
+    return steps
+
+
 def cmd_run(args) -> int:
     from engramlab.experiments import get_experiment
 
@@ -195,14 +213,18 @@ def cmd_run(args) -> int:
     from engramlab.config import describe, resolve
     from engramlab.engine import distributed as dist
     from engramlab.engine.rundir import run_dir_lock
-    from engramlab.engine.runner import check_fits_in_memory, run_experiment
+    from engramlab.engine.runner import check_fits_in_memory, longer, record_longer, run_experiment
 
+    old_steps = None
     if args.resume is not None:
-        if args.preset or args.seed is not None or args.overrides:
-            raise EngramError("--resume continues a run with its saved config: drop --preset/--seed/--set")
+        if args.preset or args.seed is not None:
+            raise EngramError("--resume continues a run with its saved config: drop --preset/--seed")
+        longer_steps = steps_to_train_longer(args.overrides)
         saved_exp, cfg = load_config(args.resume)
         if saved_exp.name != exp.name:
             raise EngramError(f"{args.resume} is a run of '{saved_exp.name}', not '{exp.name}'")
+        if longer_steps is not None and longer_steps != cfg.train.steps:
+            old_steps, cfg = cfg.train.steps, longer(cfg, longer_steps)
         info = run_info(args.resume)
         preset, overrides = info.get("preset"), info.get("overrides", [])
     else:
@@ -234,6 +256,10 @@ def cmd_run(args) -> int:
         with run_dir_lock(run_dir) if dist.is_main() else contextlib.nullcontext():  # refused before a word
             if dist.is_main():
                 print(f"run directory: {run_dir}", file=sys.stderr)
+                if old_steps is not None:
+                    record_longer(exp, cfg, run_dir, old_steps)
+                    overrides = run_info(run_dir)["overrides"]
+                    print(f"training longer: {old_steps} -> {cfg.train.steps} updates", file=sys.stderr)
             summary = run_experiment(
                 exp,
                 cfg,

@@ -31,10 +31,12 @@ from engramlab.engine.experiment import Experiment
 from engramlab.engine.progress import Bar, BarBoard, QueueReporter
 from engramlab.engine.rundir import (
     CONFIG_NAME,
+    RUN_INFO_NAME,
     SUMMARY_NAME,
     Stopwatch,
     begin_stretch,
     end_stretch,
+    now_iso,
     provenance,
     read_json,
     run_dir_lock,
@@ -99,6 +101,41 @@ def run_experiment(
             workers=workers,
             threads=threads,
         )
+
+
+def longer(cfg: Config, steps: int) -> Config:
+    """``cfg`` with ``train.steps`` raised to ``steps``, for a run to be trained longer with
+    ``--resume``. Refused where the longer run would not equal a run of that length from the start:
+    fewer steps, or a learning-rate schedule that depends on ``train.steps``."""
+    train = getattr(cfg, "train", None)
+    if train is None or not hasattr(train, "steps"):
+        raise EngramError("this experiment has no train.steps to raise")
+    if steps < train.steps:
+        raise EngramError(f"--set train.steps={steps}: the run already has {train.steps} (longer, not shorter)")
+    if getattr(train, "decay", "constant") != "constant":
+        raise EngramError(
+            f"--set train.steps with --resume needs a constant learning rate; this run's train.decay is "
+            f"'{train.decay}', whose schedule depends on train.steps: start a new run instead"
+        )
+    return cfg.model_copy(update={"train": train.model_copy(update={"steps": steps})})
+
+
+def record_longer(exp: Experiment, cfg: Config, run_dir: Path, old_steps: int) -> None:
+    """Write a longer run's config and note it in ``run.json`` (its overrides now say the new
+    ``train.steps``); the arms trained to fewer steps lose their summary, so ``--resume`` goes on
+    training them from their last checkpoint, then evaluates them again."""
+    run_dir, steps = Path(run_dir), cfg.train.steps
+    atomic_write_text(run_dir / CONFIG_NAME, to_yaml(cfg))
+    info = read_json(run_dir / RUN_INFO_NAME)
+    kept = [o for o in info.get("overrides", []) if not o.replace(" ", "").startswith("train.steps=")]
+    info["overrides"] = kept + [f"train.steps={steps}"]
+    info.setdefault("extended", []).append({"from_steps": old_steps, "to_steps": steps, "at": now_iso()})
+    write_json(run_dir / RUN_INFO_NAME, info)
+    for arm in exp.arms(cfg):
+        summary = run_dir / arm / SUMMARY_NAME
+        if summary.exists() and read_json(summary).get("steps", 0) < steps:
+            summary.unlink()
+    (run_dir / SUMMARY_NAME).unlink(missing_ok=True)  # written again when every arm is done
 
 
 def train_arms(exp, cfg, run_dir, resume, workers, threads, device, progress) -> tuple[int, int]:

@@ -11,7 +11,9 @@ same data with the same step module (:func:`engramlab.ponder.build_halting` buil
   the number of steps each sample actually took (evaluation path).
 
 All of them run the step through :func:`unroll`, which stops every sample at its own halting step
-and drops it from the batch, so a sample costs the steps it takes, not the batch's longest.
+and drops it from the batch, so a sample costs the steps it takes, not the batch's longest. A step
+with compiled kernels (``fused``) runs through :func:`unroll_whole_batch` instead: the same
+results, with fewer and larger calls.
 
 References
 - PonderNet: Banino, Balaguer, Blundell, "PonderNet: Learning to Ponder", arXiv 2107.05407.
@@ -51,6 +53,8 @@ def unroll(step: Step, x: Tensor, max_steps: int, stop: StopRule | None = None) 
     (steps, batch), zero where a sample had already stopped, and ``steps`` (batch,).
     """
     x_enc = step.encode(x)
+    if getattr(step, "fused", False):
+        return unroll_whole_batch(step, x_enc, max_steps, stop)
     h = step.initial_state(x_enc)
     batch = x.shape[0]
     running = torch.arange(batch, device=x.device)
@@ -75,6 +79,47 @@ def unroll(step: Step, x: Tensor, max_steps: int, stop: StopRule | None = None) 
     row_index = torch.cat(rows)
     y = ys[0].new_zeros(n_steps, batch, *ys[0].shape[1:]).index_put((step_index, row_index), torch.cat(ys))
     halt = logits[0].new_zeros(n_steps, batch).index_put((step_index, row_index), torch.cat(logits))
+    return y, halt, steps
+
+
+CHUNK = 3  # steps a fused step runs between two looks at the stop rule
+
+
+def unroll_whole_batch(step, x_enc: Tensor, max_steps: int, stop: StopRule | None) -> tuple[Tensor, Tensor, Tensor]:
+    """:func:`unroll` for a fused step (``VectorStep.fused``), with the same results: every sample
+    runs until the batch's last one stops, ``CHUNK`` steps per compiled call (the stop rule sees
+    each step's logits in turn, as in ``unroll``), and the heads read all the states at once.
+    Steps after a sample stopped are computed but zeroed like ``unroll``'s, so they add nothing
+    to the loss or its gradient. One call per chunk costs less than dropping samples step by step."""
+    batch = x_enc.shape[0]
+    steps = torch.full((batch,), max_steps, dtype=torch.long, device=x_enc.device)
+    if stop is None:
+        states = step.states(x_enc, max_steps)
+    else:
+        running = torch.arange(batch, device=x_enc.device)
+        chunks, h, n = [], None, 0
+        while n < max_steps and running.numel() > 0:
+            chunk = step.states(x_enc, min(CHUNK, max_steps - n), h)
+            chunks.append(chunk)
+            h = chunk[-1]
+            with torch.no_grad():
+                chunk_logits = step.halt(chunk).squeeze(-1)  # (chunk, batch)
+            for halt_logit in chunk_logits:
+                n += 1
+                if n == max_steps:
+                    break
+                done = stop(halt_logit[running], running)
+                steps[running[done]] = n
+                running = running[~done]
+                if running.numel() == 0:
+                    break
+        states = torch.cat(chunks)[: int(steps.max())]
+    n_steps = states.shape[0]
+    read = step.read(states.flatten(0, 1))
+    y, halt = read.y.unflatten(0, (n_steps, batch)), read.halt_logit.view(n_steps, batch)
+    if stop is not None:  # zero after each sample's last step, as unroll leaves them
+        after = step_numbers(halt) > steps
+        y, halt = y.masked_fill(after.unsqueeze(-1), 0.0), halt.masked_fill(after, 0.0)
     return y, halt, steps
 
 

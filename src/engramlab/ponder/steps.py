@@ -13,6 +13,12 @@ fixed-depth baseline (``engramlab.ponder.halting``) can wrap any of them:
   Logits, not probabilities, are returned so that ``log λ`` and ``log(1 − λ)`` stay finite.
 
 States and encoded inputs are tensors with the batch first, so a caller may drop halted samples.
+
+Vector steps (one state vector per sample) also split ``forward`` into ``transition(x_enc, h) ->
+h'`` and ``read(h')``, so that :func:`engramlab.ponder.halting.unroll` can run the recurrence
+alone and apply the heads once to all the states. With ``fused = True`` the GRU and tanh-RNN
+transitions run their element-wise parts in the compiled kernels of :mod:`engramlab.ponder.fused`
+(the same function; tests/test_fused.py checks them against the code below).
 """
 
 from __future__ import annotations
@@ -37,6 +43,7 @@ class Step(nn.Module):
     """Base class of step modules. ``sequence_input``: inputs are (batch, length, features)."""
 
     sequence_input = False
+    fusable = False  # has compiled kernels in engramlab.ponder.fused (VectorStep.use_fused)
 
     def encode(self, x: Tensor) -> Tensor:
         return x
@@ -56,6 +63,36 @@ class VectorStep(Step):
         super().__init__()
         self.hidden = hidden
         self.input = nn.Linear(in_features, input_width)
+        self.kernels = None  # the compiled module of engramlab.ponder.fused, once use_fused() found it
+
+    def use_fused(self) -> bool:
+        """Run the transition with the compiled kernels from now on; False (and the PyTorch code
+        kept) where they cannot be built."""
+        if not self.fusable:
+            raise ValueError(f"{type(self).__name__} has no fused kernels (the gru and rnn steps have)")
+        from engramlab.ponder import fused
+
+        self.kernels = fused.load()
+        return self.kernels is not None
+
+    @property
+    def fused(self) -> bool:
+        return self.kernels is not None
+
+    def transition(self, x_enc: Tensor, h: Tensor) -> Tensor:
+        raise NotImplementedError
+
+    def forward(self, x_enc: Tensor, h: Tensor) -> StepOutput:
+        return self.read(self.transition(x_enc, h))
+
+    def states(self, x_enc: Tensor, steps: int, h: Tensor | None = None) -> Tensor:
+        """The next ``steps`` states after ``h`` (default: ``initial_state``), every sample to the
+        end: (steps, batch, hidden)."""
+        h, states = self.initial_state(x_enc) if h is None else h, []
+        for _ in range(steps):
+            h = self.transition(x_enc, h)
+            states.append(h)
+        return torch.stack(states)
 
     def add_heads(self, out_features: int) -> None:
         self.readout = nn.Linear(self.hidden, out_features)
@@ -70,6 +107,15 @@ class VectorStep(Step):
     def read(self, h: Tensor) -> StepOutput:
         return StepOutput(h, self.readout(h), self.halt(h).squeeze(-1))
 
+    def __getstate__(self):  # a compiled module does not pickle (or deep-copy): the copy loads its own
+        return {**self.__dict__, "kernels": None, "_wants_kernels": self.kernels is not None}
+
+    def __setstate__(self, state):
+        wants = state.pop("_wants_kernels", False)
+        super().__setstate__(state)
+        if wants:
+            self.use_fused()
+
 
 class GRUStep(VectorStep):
     """A GRU cell that re-reads the input at every step (the recurrent parity setup of ACT §3.1).
@@ -78,30 +124,50 @@ class GRUStep(VectorStep):
     ``encode`` and reused at every ponder step instead of being recomputed ``N`` times.
     """
 
+    fusable = True
+
     def __init__(self, in_features: int, hidden: int = 128, out_features: int = 1):
         super().__init__(in_features, hidden, 3 * hidden)
         self.recurrent = nn.Linear(hidden, 3 * hidden)
         self.add_heads(out_features)
 
-    def forward(self, x_enc: Tensor, h: Tensor) -> StepOutput:
+    def transition(self, x_enc: Tensor, h: Tensor) -> Tensor:
+        gates = self.recurrent(h)
+        if self.kernels is not None:
+            return self.kernels.gru_cell(x_enc, gates, h)  # the same equations, fused
         xr, xz, xn = x_enc.chunk(3, dim=-1)
-        hr, hz, hn = self.recurrent(h).chunk(3, dim=-1)
+        hr, hz, hn = gates.chunk(3, dim=-1)
         r = torch.sigmoid(xr + hr)
         z = torch.sigmoid(xz + hz)
         candidate = torch.tanh(xn + r * hn)
-        return self.read(candidate + z * (h - candidate))  # (1 - z) * candidate + z * h
+        return candidate + z * (h - candidate)  # (1 - z) * candidate + z * h
+
+    def states(self, x_enc: Tensor, steps: int, h: Tensor | None = None) -> Tensor:
+        if self.kernels is not None:  # the whole unroll in one compiled call; empty h: zeros, as initial_state
+            h = x_enc.new_empty(0) if h is None else h
+            return self.kernels.gru_unroll(x_enc, h, self.recurrent.weight, self.recurrent.bias, steps)
+        return super().states(x_enc, steps, h)
 
 
 class RNNStep(VectorStep):
     """The plain tanh RNN of the PonderNet/ACT parity experiments: ``h' = tanh(W x + U h + b)``."""
+
+    fusable = True
 
     def __init__(self, in_features: int, hidden: int = 128, out_features: int = 1):
         super().__init__(in_features, hidden, hidden)
         self.recurrent = nn.Linear(hidden, hidden, bias=False)
         self.add_heads(out_features)
 
-    def forward(self, x_enc: Tensor, h: Tensor) -> StepOutput:
-        return self.read(torch.tanh(x_enc + self.recurrent(h)))
+    def transition(self, x_enc: Tensor, h: Tensor) -> Tensor:
+        tanh = self.kernels.tanh if self.kernels is not None else torch.tanh
+        return tanh(x_enc + self.recurrent(h))
+
+    def states(self, x_enc: Tensor, steps: int, h: Tensor | None = None) -> Tensor:
+        if self.kernels is not None:  # the whole unroll in one compiled call; empty h: zeros, as initial_state
+            h = x_enc.new_empty(0) if h is None else h
+            return self.kernels.rnn_unroll(x_enc, h, self.recurrent.weight, steps)
+        return super().states(x_enc, steps, h)
 
 
 class MLPStep(VectorStep):
@@ -119,8 +185,8 @@ class MLPStep(VectorStep):
         self.norm = nn.LayerNorm(hidden)
         self.add_heads(out_features)
 
-    def forward(self, x_enc: Tensor, h: Tensor) -> StepOutput:
-        return self.read(self.norm(h + self.mlp(h + x_enc)))
+    def transition(self, x_enc: Tensor, h: Tensor) -> Tensor:
+        return self.norm(h + self.mlp(h + x_enc))
 
 
 class TransformerStep(Step):
