@@ -4,6 +4,7 @@ import math
 
 import pytest
 import torch
+from conftest import sets
 
 from engramlab.evolve.bacteria import World, WorldConfig, genome_size, states
 
@@ -121,10 +122,6 @@ TINY = [
     "simulation.gif_frames=3",
     "simulation.gif_every=2",
 ]
-
-
-def sets(*pairs):
-    return [arg for pair in pairs for arg in ("--set", pair)]
 
 
 @pytest.fixture(scope="module")

@@ -5,7 +5,7 @@ import json
 import pytest
 import torch
 import torch.nn.functional as F
-from conftest import write_digits, write_omniglot
+from conftest import sets, write_digits, write_omniglot
 
 from engramlab.cli import main
 from engramlab.errors import ConfigError
@@ -87,10 +87,6 @@ TINY = [
     "baselines.sgd_lrs=[0.1,1.0]",
     "baselines.adam_lrs=[0.01]",
 ]
-
-
-def sets(*pairs):
-    return [arg for pair in pairs for arg in ("--set", pair)]
 
 
 def test_a_tiny_run_of_every_arm_then_an_eval_on_mnist_and_omniglot(tmp_path):

@@ -7,13 +7,9 @@ import subprocess
 import time
 
 import pytest
-from conftest import engram_cmd, run_checked
+from conftest import engram_cmd, run_checked, sets
 
 pytestmark = pytest.mark.slow  # whole runs, killed and resumed in subprocesses
-
-
-def sets(*pairs: str) -> list[str]:
-    return [arg for pair in pairs for arg in ("--set", pair)]
 
 
 PONDERNET = sets(

@@ -5,15 +5,10 @@ import subprocess
 from pathlib import Path
 
 import pytest
-from conftest import engram_cmd, run_checked
+from conftest import engram_cmd, run_checked, sets
 
 from engramlab.cli import steps_to_train_longer
 from engramlab.errors import EngramError
-
-
-def sets(*pairs: str) -> list[str]:
-    return [arg for pair in pairs for arg in ("--set", pair)]
-
 
 TINY = sets(
     "methods=[pondernet,fixed]",

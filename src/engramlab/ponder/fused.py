@@ -24,6 +24,7 @@ import sys
 from pathlib import Path
 
 SOURCE = Path(__file__).with_name("fused.cpp")
+NAME = "engramlab_fused"
 
 
 @functools.cache
@@ -34,11 +35,10 @@ def load():
     try:
         from torch.utils import cpp_extension
 
-        print(
-            "engramlab: preparing the fused step kernels (compiled once, about a minute)", file=sys.stderr, flush=True
-        )
+        if not built_before(cpp_extension):
+            print("engramlab: compiling the fused step kernels (once, about a minute)", file=sys.stderr, flush=True)
         return cpp_extension.load(
-            name="engramlab_fused",
+            name=NAME,
             sources=[str(SOURCE)],
             extra_cflags=["-O3", "-march=native"],
             verbose=False,
@@ -47,3 +47,12 @@ def load():
         reason = str(error).strip().splitlines()[-1] if str(error).strip() else type(error).__name__
         print(f"engramlab: fused kernels unavailable ({reason}); using PyTorch operators", file=sys.stderr)
         return None
+
+
+def built_before(cpp_extension) -> bool:
+    """Whether a build of the kernels is in torch's extension cache (torch rebuilds it anyway if
+    ``fused.cpp`` changed since; this only decides whether to announce a wait)."""
+    try:
+        return (Path(cpp_extension._get_build_directory(NAME, False)) / f"{NAME}.so").exists()
+    except Exception:  # a private helper of torch: if it moved, announce the wait every time
+        return False
