@@ -8,6 +8,7 @@ from typing import Any
 import numpy as np
 
 from engramlab.engine.plots import color, learning_curves, plt, save
+from engramlab.engine.rundir import read_metrics
 
 
 def arm_label(cfg, arm: str) -> str:
@@ -40,7 +41,50 @@ def plot_all(cfg, results: dict[str, dict[str, Any]], run_dir: Path, out_dir: Pa
         ("expected steps during training", [("train/expected_steps", "-", "")]),
     ]
     paths.append(learning_curves(run_dir, arms, panels, out_dir / "learning_curves.png", labels))
+    paths.append(accuracy_vs_computation(cfg, run_dir, arms, labels, out_dir / "accuracy_vs_computation.png"))
     return paths
+
+
+def training_computation(rows: list[dict[str, Any]], batch_size: int) -> list[tuple[int, float]]:
+    """(update, step applications so far) at every logged update: each window of updates adds
+    its length × batch × the mean steps a sample took (``train/computed_steps``; a fixed-depth
+    arm logs only ``train/expected_steps``, its depth). The count of the paper's Fig. 1c."""
+    total, last, points = 0.0, 0, []
+    for r in rows:
+        steps = r.get("train/computed_steps", r.get("train/expected_steps"))
+        if steps is None or "train/loss" not in r:
+            continue
+        total += (r["step"] - last) * batch_size * steps
+        last = r["step"]
+        points.append((last, total))
+    return points
+
+
+def accuracy_vs_computation(cfg, run_dir: Path, arms: list[str], labels, path: Path) -> Path:
+    """Accuracy during training against the total computation spent so far (step applications
+    summed over all training samples), as in the paper's Fig. 1c: it shows what an arm's
+    accuracy cost, whatever its number of updates."""
+    ranges = ["interpolation"] + (["extrapolation"] if cfg.task.test_k is not None else [])
+    fig, axes = plt.subplots(1, len(ranges), figsize=(6 * len(ranges), 4), squeeze=False)
+    for ax, name in zip(axes[0], ranges):
+        for i, arm in enumerate(arms):
+            rows = read_metrics(Path(run_dir) / arm)
+            done = dict(training_computation(rows, cfg.train.batch_size))
+            key = f"eval/{name}_accuracy"
+            points = [(done[r["step"]], r[key]) for r in rows if key in r and done.get(r["step"], 0) > 0]
+            if points:
+                xs, ys = zip(*points)
+                ax.plot(xs, ys, "-", color=color(arm, i), label=labels[arm], lw=1.2)
+        ax.axhline(0.5, color="0.5", ls=":", lw=1, label="chance")
+        ax.set_xscale("log")
+        ax.set_xlabel("total computation in training (step applications, summed over samples)")
+        ax.set_ylabel(
+            f"accuracy, {name} (k in {list(getattr(cfg.task, 'train_k' if name == 'interpolation' else 'test_k'))})"
+        )
+        ax.grid(alpha=0.3)
+        ax.legend(fontsize=7)
+    fig.suptitle(f"parity, n = {cfg.task.n}: accuracy against computation spent (PonderNet Fig. 1c)")
+    return save(fig, path)
 
 
 def per_k(cfg, results, labels, key: str, ylabel: str, path: Path) -> Path:
