@@ -8,7 +8,15 @@ import torch.nn.functional as F
 from conftest import ScriptedStep, row_index_input
 
 from engramlab.ponder import HaltingConfig, build_halting
-from engramlab.ponder.halting import ACT, FixedDepth, PonderNet, Reinforce, geometric_log_prior, halting_distribution
+from engramlab.ponder.halting import (
+    ACT,
+    FixedDepth,
+    PonderNet,
+    PonderOutput,
+    Reinforce,
+    geometric_log_prior,
+    halting_distribution,
+)
 
 sigmoid = lambda v: 1 / (1 + math.exp(-v))  # noqa: E731
 
@@ -69,6 +77,9 @@ def test_pondernet_loss_matches_a_hand_computation_on_two_steps():
     assert math.isclose(logs["expected_steps"], p[0] + 2 * p[1], rel_tol=1e-6)
     reverse = sum(qi * math.log(qi / pi) for pi, qi in zip(p, prior))
     assert not math.isclose(logs["kl"], reverse, rel_tol=1e-2)  # the two directions differ here
+    model.kl = "reverse"  # offered as a named deviation: KL(p_G || p)
+    _, logs = model.loss(out, torch.tensor([1]), bce_loss)
+    assert math.isclose(logs["kl"], reverse, rel_tol=1e-4)
 
 
 def test_pondernet_loss_has_gradients_for_predictions_and_halting():
@@ -217,3 +228,23 @@ def test_build_halting_gives_each_method_the_fields_it_reads():
     assert isinstance(fixed, FixedDepth) and fixed.depth == 3
     with pytest.raises(ValueError, match="unknown halting method 'ut'.*'pondernet', 'act', 'reinforce', 'fixed'"):
         build_halting("ut", step, config)
+
+
+def test_reverse_kl_is_summed_over_each_samples_own_steps():
+    """KL(p_G || p) per sample over n <= N_i, the prior truncated at N_i; nothing after N_i."""
+    halt_logit = torch.tensor([[0.2, -0.4], [1.0, 0.3], [0.0, -0.5]])  # (steps, batch)
+    steps = torch.tensor([2, 3])
+    lambda_p = 0.3
+    model = PonderNet(ScriptedStep([], []), max_steps=3, lambda_p=lambda_p, beta=1.0, epsilon=0.0, kl="reverse")
+    p, _ = halting_distribution(halt_logit, steps)
+    out = PonderOutput(torch.zeros(3, 2, 1), halt_logit, steps, p)
+    _, logs = model.loss(out, torch.tensor([0, 1]), bce_loss)
+    expected = []
+    for i, n_i in enumerate(steps.tolist()):
+        lams = [sigmoid(halt_logit[n, i].item()) for n in range(n_i)]
+        probs = [lams[n] * math.prod(1 - lam for lam in lams[:n]) for n in range(n_i - 1)]
+        probs.append(1 - sum(probs))  # the leftover mass on the sample's last step
+        raw = [lambda_p * (1 - lambda_p) ** n for n in range(n_i)]
+        prior = [r / sum(raw) for r in raw]
+        expected.append(sum(q * math.log(q / p_n) for q, p_n in zip(prior, probs)))
+    assert math.isclose(logs["kl"], sum(expected) / 2, rel_tol=1e-5)

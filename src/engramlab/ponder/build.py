@@ -17,7 +17,7 @@ from pydantic import Field
 from torch import nn
 
 from engramlab.config import Config
-from engramlab.ponder.halting import ACT, FixedDepth, PonderNet, Reinforce
+from engramlab.ponder.halting import ACT, FixedDepth, KLDirection, PonderNet, Reinforce
 from engramlab.ponder.steps import Step
 
 HaltingMethod = Literal["pondernet", "act", "reinforce", "fixed"]
@@ -39,6 +39,11 @@ class HaltingConfig(Config):
     epsilon: float = Field(
         0.05, ge=0, lt=1, description="PonderNet: the training unroll stops once P(halted) > 1 - ε (§2.3; paper: 0.05)"
     )
+    kl: KLDirection = Field(
+        "paper",
+        description="PonderNet: the regulariser KL(p ‖ p_G) of eq. 3 ('paper') or KL(p_G ‖ p) ('reverse', "
+        "as two public implementations compute it; a deviation)",
+    )
     tau: float = Field(0.01, ge=0, description="ACT: τ, weight of the ponder cost N + R (Graves 2016 eqs. 9-12)")
     act_epsilon: float = Field(
         0.01, gt=0, lt=1, description="ACT: a sample halts once Σ h_n ≥ 1 - ε (Graves 2016 eqs. 3-6; paper: 0.01)"
@@ -53,7 +58,7 @@ def build_halting(method: HaltingMethod, step: Step, config: HaltingConfig) -> n
     """``step`` wrapped by the halting scheme ``method``, with the fields of ``config`` it reads."""
     c = config
     if method == "pondernet":
-        return PonderNet(step, c.max_steps, c.lambda_p, c.beta, c.epsilon)
+        return PonderNet(step, c.max_steps, c.lambda_p, c.beta, c.epsilon, c.kl)
     if method == "act":
         return ACT(step, c.max_steps, c.tau, c.act_epsilon)
     if method == "reinforce":

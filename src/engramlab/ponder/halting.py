@@ -34,6 +34,7 @@ from engramlab.ponder.steps import Step
 
 TaskLoss = Callable[[Tensor, Tensor], Tensor]  # (predictions, targets) -> per-sample loss
 HaltingMode = Literal["sample", "greedy"]
+KLDirection = Literal["paper", "reverse"]  # KL(p ‖ p_G), eq. 3; or KL(p_G ‖ p)
 # stop(halt_logit of the samples still running, their row indices) -> which of them stop now
 StopRule = Callable[[Tensor, Tensor], Tensor]
 
@@ -226,16 +227,27 @@ class PonderNet(nn.Module):
     Evaluation (``predict``): at each step a sample halts with probability ``λₙ`` (§2.5), and at
     ``max_steps`` it halts anyway; ``halting="greedy"`` halts at the first step with ``λₙ > 0.5``
     (a deterministic variant, not in the paper).
+
+    ``kl="reverse"`` regularises with ``KL(p_G ‖ p)`` instead, the direction two popular public
+    implementations compute: a deviation, offered to measure what the direction changes.
     """
 
     def __init__(
-        self, step: Step, max_steps: int = 20, lambda_p: float = 0.2, beta: float = 0.01, epsilon: float = 0.05
+        self,
+        step: Step,
+        max_steps: int = 20,
+        lambda_p: float = 0.2,
+        beta: float = 0.01,
+        epsilon: float = 0.05,
+        kl: KLDirection = "paper",
     ):
         super().__init__()
         if not 0 < lambda_p < 1:
             raise ValueError(f"lambda_p must be in (0, 1), got {lambda_p}")
+        if kl not in ("paper", "reverse"):
+            raise ValueError(f"unknown KL direction {kl!r} (allowed: 'paper', 'reverse')")
         self.step, self.max_steps = step, max_steps
-        self.lambda_p, self.beta, self.epsilon = lambda_p, beta, epsilon
+        self.lambda_p, self.beta, self.epsilon, self.kl = lambda_p, beta, epsilon, kl
 
     def forward(self, x: Tensor, max_steps: int | None = None) -> PonderOutput:
         limit = max_steps or self.max_steps
@@ -258,8 +270,13 @@ class PonderNet(nn.Module):
         # L_Rec = Σ_n p_n L(y, ŷ_n)   (PonderNet eq. 3)
         reconstruction = (p * per_step_loss(out.y, target, task_loss)).sum(0).mean()
         log_prior = geometric_log_prior(self.lambda_p, p.shape[0], out.steps).to(p.dtype)
-        # L_Reg = KL(p ‖ p_G(λ_p)) = Σ_n p_n (log p_n − log p_G(n))   (PonderNet eq. 3)
-        kl = (p * (log_p - log_prior)).sum(0).mean()  # p = 0 after a sample's last step
+        if self.kl == "paper":
+            # L_Reg = KL(p ‖ p_G(λ_p)) = Σ_n p_n (log p_n − log p_G(n))   (PonderNet eq. 3)
+            kl = (p * (log_p - log_prior)).sum(0).mean()  # p = 0 after a sample's last step
+        else:
+            # the reverse, KL(p_G ‖ p) = Σ_{n≤N} p_G(n) (log p_G(n) − log p_n)   (not the paper's)
+            prior = log_prior.exp().masked_fill(step_numbers(p) > out.steps, 0.0)
+            kl = (prior * (log_prior - log_p)).sum(0).mean()
         # L = L_Rec + β L_Reg   (PonderNet eq. 3)
         loss = reconstruction + self.beta * kl
         logs = {
