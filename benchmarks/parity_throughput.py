@@ -1,6 +1,6 @@
 """Training throughput on parity: engramlab's PonderNet vs public implementations, side by side.
 
-    python benchmarks/parity_throughput.py --threads 1 \
+    python benchmarks/parity_throughput.py --threads 1 [--rounds 3] [--sizes 64 96] \
         [--jankrepl PATH/TO/mildlyoverfitted] [--labml PATH/TO/annotated_deep_learning_paper_implementations] \
         [--out docs/results/pondernet-parity/throughput.json]
 
@@ -26,9 +26,11 @@ import argparse
 import importlib.util
 import json
 import platform
+import statistics
 import sys
 import tempfile
 import time
+from collections.abc import Callable
 from functools import partial
 from pathlib import Path
 
@@ -171,10 +173,46 @@ def labml_rate(root: Path, n: int, hidden: int, seconds: float) -> float:
     return time_loop(step, seconds)
 
 
+def jobs(args) -> list[tuple[int, int, str, Callable[..., float], int | None]]:
+    """(n, hidden, name, measure, gates) for every measurement: ``gates`` counts the update's
+    products (1: tanh RNN, 3: GRU) where every update runs N = 20 steps, else None."""
+    out = []
+    for n, hidden in SETTINGS:
+        if args.sizes and n not in args.sizes:
+            continue
+        candidates = [
+            ("engramlab, N = 20 every update (epsilon 0)", partial(engramlab_rate, epsilon=0.0), 3),
+            ("engramlab, paper truncation (epsilon 0.05, at init)", partial(engramlab_rate, epsilon=0.05), None),
+            (
+                "engramlab, PyTorch operators only, N = 20 every update",
+                partial(engramlab_rate, epsilon=0.0, fused=False),
+                3,
+            ),
+        ]
+        if args.jankrepl:
+            candidates.append(("jankrepl/mildlyoverfitted", partial(jankrepl_rate, args.jankrepl), 3))
+        if args.labml:
+            candidates.append(("labml annotated implementations", partial(labml_rate, args.labml), 3))
+        if hidden == 128 and n in (64, 96):  # the paper's own model at its two sizes
+            rnn = partial(engramlab_rate, epsilon=0.0, step="rnn")
+            candidates.append(("engramlab, the paper's tanh RNN, N = 20 every update", rnn, 1))
+            candidates.append(("engramlab, the paper's tanh RNN, PyTorch operators only", partial(rnn, fused=False), 1))
+        out += [(n, hidden, name, measure, gates) for name, measure, gates in candidates]
+    return out
+
+
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--threads", type=int, default=1, help="torch threads (default 1)")
     parser.add_argument("--seconds", type=float, default=20.0, help="timed seconds per measurement")
+    parser.add_argument(
+        "--rounds",
+        type=int,
+        default=1,
+        help="measure everything this many times, one round after the other, and report the median of "
+        "each (the machine's speed drifts: interleaved rounds spread the drift over all implementations)",
+    )
+    parser.add_argument("--sizes", type=int, nargs="*", help="only these n (default: 8 32 64 96)")
     parser.add_argument("--jankrepl", type=Path, help="checkout of github.com/jankrepl/mildlyoverfitted")
     parser.add_argument(
         "--labml", type=Path, help="checkout of github.com/labmlai/annotated_deep_learning_paper_implementations"
@@ -184,57 +222,26 @@ def main(argv=None) -> int:
     torch.set_num_threads(args.threads)
     peak = matmul_peak(args.seconds)
     print(f"matmul peak with {args.threads} thread(s): {peak / 1e9:.1f} GFLOP/s", flush=True)
+    todo = jobs(args)
+    rates: list[list[float]] = [[] for _ in todo]
+    for round_ in range(args.rounds):
+        for (n, hidden, name, measure, gates), measured in zip(todo, rates):
+            torch.manual_seed(0)
+            measured.append(measure(n=n, hidden=hidden, seconds=args.seconds))
+            share = f", {100 * measured[-1] * update_flops(n, hidden, gates) / peak:.0f} % of the peak" if gates else ""
+            print(
+                f"round {round_ + 1} n={n:3d} hidden={hidden:3d} {name:56s} {measured[-1]:7.1f} steps/s{share}",
+                flush=True,
+            )
     rows = []
-    for n, hidden in SETTINGS:
-        candidates = [
-            ("engramlab, N = 20 every update (epsilon 0)", partial(engramlab_rate, epsilon=0.0)),
-            ("engramlab, paper truncation (epsilon 0.05, at init)", partial(engramlab_rate, epsilon=0.05)),
-            (
-                "engramlab, PyTorch operators only, N = 20 every update",
-                partial(engramlab_rate, epsilon=0.0, fused=False),
-            ),
-        ]
-        if args.jankrepl:
-            candidates.append(("jankrepl/mildlyoverfitted", partial(jankrepl_rate, args.jankrepl)))
-        if args.labml:
-            candidates.append(("labml annotated implementations", partial(labml_rate, args.labml)))
-        for name, measure in candidates:
-            torch.manual_seed(0)
-            rate = measure(n=n, hidden=hidden, seconds=args.seconds)
-            row = {"implementation": name, "n": n, "hidden": hidden, "steps_per_s": rate, "samples_per_s": rate * BATCH}
-            if "truncation" not in name:  # N = 20 steps: the products of update_flops
-                flops = update_flops(n, hidden, gates=3)
-                row |= {"flops_per_update": flops, "share_of_matmul_peak": rate * flops / peak}
-            rows.append(row)
-            share = f", {100 * row['share_of_matmul_peak']:.0f} % of the peak" if "flops_per_update" in row else ""
-            print(
-                f"n={n:3d} hidden={hidden:3d} {name:52s} {rate:7.1f} steps/s {rate * BATCH:9.0f} samples/s{share}",
-                flush=True,
-            )
-        for fused, name in (
-            (True, "engramlab, the paper's tanh RNN, N = 20 every update"),
-            (False, "engramlab, the paper's tanh RNN, PyTorch operators only"),
-        ):
-            if hidden != 128 or n not in (64, 96):  # the paper's own model at its two sizes
-                continue
-            torch.manual_seed(0)
-            rate = engramlab_rate(n, hidden, args.seconds, epsilon=0.0, step="rnn", fused=fused)
-            share = rate * update_flops(n, hidden, gates=1) / peak
-            rows.append(
-                {
-                    "implementation": name,
-                    "n": n,
-                    "hidden": hidden,
-                    "steps_per_s": rate,
-                    "samples_per_s": rate * BATCH,
-                    "flops_per_update": update_flops(n, hidden, gates=1),
-                    "share_of_matmul_peak": share,
-                }
-            )
-            print(
-                f"n={n:3d} hidden={hidden:3d} {name:52s} {rate:7.1f} steps/s, {100 * share:.0f} % of the peak",
-                flush=True,
-            )
+    for (n, hidden, name, _, gates), measured in zip(todo, rates):
+        rate = statistics.median(measured)
+        row = {"implementation": name, "n": n, "hidden": hidden, "steps_per_s": rate, "samples_per_s": rate * BATCH}
+        row["rounds_steps_per_s"] = measured
+        if gates:
+            flops = update_flops(n, hidden, gates)
+            row |= {"flops_per_update": flops, "share_of_matmul_peak": rate * flops / peak}
+        rows.append(row)
     if args.out:
         args.out.parent.mkdir(parents=True, exist_ok=True)
         args.out.write_text(
@@ -245,6 +252,7 @@ def main(argv=None) -> int:
                     "batch": BATCH,
                     "max_steps": MAX_STEPS,
                     "seconds": args.seconds,
+                    "rounds": args.rounds,
                     "matmul_peak_flops": peak,
                     "results": rows,
                     "machine": machine_info(),
