@@ -16,7 +16,7 @@ Presets
   (the value the paper highlights; it sweeps 10 values), ACT τ = 1e-3 (it sweeps 20 values),
   and the Repeat-RNN arm (below). The paper does not state the number of training steps;
   ``train.steps`` (1M) is our choice. They run the step with the fused kernels (``model.fused``),
-  the same function as the PyTorch code, about 1.5-2x faster.
+  the same function as the PyTorch code, 1.1-1.6x faster in benchmarks/parity_throughput.py.
 - ``quick``: a 2-core-CPU scaling of the extrapolation experiment, with a fourth arm, the
   Repeat-RNN of Fojo et al. (2018), so that a gain can be credited to *adaptive* rather than to
   *more* computation. Every deviation is listed in ``deviations`` below (and in the report and
@@ -54,8 +54,8 @@ class ModelConfig(Config):
     fused: bool = Field(
         False,
         description="gru/rnn steps: element-wise parts in compiled kernels, heads read all states at once "
-        "(engramlab.ponder.fused; the same function, about 2x faster; compiled once at first use, "
-        "PyTorch operators where no compiler)",
+        "(engramlab.ponder.fused; the same function, 1.1-1.6x faster in benchmarks/parity_throughput.py; "
+        "compiled once at first use, PyTorch operators where no compiler)",
     )
     halting: HaltingConfig = HaltingConfig(max_steps=20, lambda_p=0.1, beta=0.01, epsilon=0.05, tau=1e-3, fixed_steps=1)
     repeat_steps: int = Field(
