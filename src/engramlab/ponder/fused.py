@@ -10,7 +10,7 @@ implementations).
 
 The kernels are compiled by ``torch.utils.cpp_extension`` with the machine's C++ compiler and
 ninja on first use (about a minute; cached under ``TORCH_EXTENSIONS_DIR``, by default
-``~/.cache/torch_extensions``). Where that is not possible (no compiler, another CPU
+``~/.cache/torch_extensions``, one build per kind of CPU). Where that is not possible (no compiler, another CPU
 architecture), or with ``ENGRAMLAB_FUSED=0`` in the environment, :func:`load` says so in one
 line and returns ``None``; the steps then run their PyTorch code, which computes the same
 function.
@@ -19,12 +19,30 @@ function.
 from __future__ import annotations
 
 import functools
+import hashlib
 import os
+import platform
 import sys
 from pathlib import Path
 
 SOURCE = Path(__file__).with_name("fused.cpp")
-NAME = "engramlab_fused"
+
+
+def cpu_fingerprint() -> str:
+    """A short hash of the CPU's instruction-set flags: the kernels are compiled for the machine
+    (``-march=native``), so a cache shared by machines of different CPUs keeps one build per kind."""
+    flags = platform.machine() + platform.processor()
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith(("flags", "Features")):  # x86, ARM
+                flags += line
+                break
+    except OSError:
+        pass
+    return hashlib.blake2b(flags.encode(), digest_size=4).hexdigest()
+
+
+NAME = f"engramlab_fused_{cpu_fingerprint()}"
 
 
 @functools.cache
