@@ -13,10 +13,12 @@ from __future__ import annotations
 import argparse
 import json
 import statistics
+import sys
 from pathlib import Path
 
 from engramlab.api import load_config
 from engramlab.engine.rundir import now_iso, read_metrics
+from engramlab.errors import EngramError
 
 
 def summarize(rows: list[dict], every: int) -> list[dict]:
@@ -46,7 +48,11 @@ def main(argv=None) -> int:
     parser.add_argument("--every", type=int, default=10_000, help="updates between two rows (default 10000)")
     parser.add_argument("--out", type=Path, required=True, help="the JSON file to write")
     args = parser.parse_args(argv)
-    exp, cfg = load_config(args.run_dir)
+    try:
+        exp, cfg = load_config(args.run_dir)
+    except (EngramError, OSError) as error:  # not a run directory: one line
+        print(f"curve_summary: {error}", file=sys.stderr)
+        return 2
     curves = {}
     for arm in exp.arms(cfg):
         if (args.run_dir / arm / "metrics.jsonl").exists():

@@ -23,6 +23,7 @@ from __future__ import annotations
 import argparse
 import json
 import platform
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -32,6 +33,7 @@ from sklearn.linear_model import LogisticRegression
 from engramlab.api import load_run
 from engramlab.engine.plots import plt, save
 from engramlab.engine.rundir import library_versions, machine_info, now_iso
+from engramlab.errors import EngramError
 from engramlab.ponder.halting import halting_distribution
 from engramlab.tasks.parity import ParityTask
 
@@ -56,6 +58,8 @@ def probe_accuracies(train_states, train_y, tests: list[tuple[torch.Tensor, torc
 
 def measure(run_dir: Path, arm: str | None, steps: int | None, per_k: int, seed: int) -> dict:
     model, cfg = load_run(run_dir, arm)
+    if not hasattr(model.halting.step, "states"):
+        raise EngramError(f"{run_dir}: model.step '{cfg.model.step}' has no state vector to probe (gru, rnn, mlp have)")
     steps = steps or cfg.model.halting.eval_max_steps or cfg.model.halting.max_steps
     task = ParityTask(cfg.task)
     generator = torch.Generator().manual_seed(seed)
@@ -122,7 +126,11 @@ def main(argv=None) -> int:
     parser.add_argument("--seed", type=int, default=7, help="seed of the vectors and of the probe's split")
     parser.add_argument("--out", type=Path, required=True, help="folder for probe.json and probe.png")
     args = parser.parse_args(argv)
-    report = measure(args.run_dir, args.arm, args.steps, args.per_k, args.seed)
+    try:
+        report = measure(args.run_dir, args.arm, args.steps, args.per_k, args.seed)
+    except EngramError as error:  # not a run, no such arm, a step without a state vector: one line
+        print(f"parity_probe: {error}", file=sys.stderr)
+        return 2
     report |= {"machine": machine_info(), "versions": library_versions(), "python": platform.python_version()}
     report["date"] = now_iso()
     args.out.mkdir(parents=True, exist_ok=True)
