@@ -82,12 +82,18 @@ class VectorStep(Step):
     def transition(self, x_enc: Tensor, h: Tensor) -> Tensor:
         raise NotImplementedError
 
+    def fused_states(self, x_enc: Tensor, steps: int, h: Tensor) -> Tensor:
+        """:meth:`states` in the compiled kernels (``h`` empty: zeros); steps with ``fusable`` define it."""
+        raise NotImplementedError
+
     def forward(self, x_enc: Tensor, h: Tensor) -> StepOutput:
         return self.read(self.transition(x_enc, h))
 
     def states(self, x_enc: Tensor, steps: int, h: Tensor | None = None) -> Tensor:
         """The next ``steps`` states after ``h`` (default: ``initial_state``), every sample to the
         end: (steps, batch, hidden)."""
+        if self.kernels is not None:  # the whole unroll in one compiled call; empty h: zeros, as initial_state
+            return self.fused_states(x_enc, steps, x_enc.new_empty(0) if h is None else h)
         h, states = self.initial_state(x_enc) if h is None else h, []
         for _ in range(steps):
             h = self.transition(x_enc, h)
@@ -142,11 +148,8 @@ class GRUStep(VectorStep):
         candidate = torch.tanh(xn + r * hn)
         return candidate + z * (h - candidate)  # (1 - z) * candidate + z * h
 
-    def states(self, x_enc: Tensor, steps: int, h: Tensor | None = None) -> Tensor:
-        if self.kernels is not None:  # the whole unroll in one compiled call; empty h: zeros, as initial_state
-            h = x_enc.new_empty(0) if h is None else h
-            return self.kernels.gru_unroll(x_enc, h, self.recurrent.weight, self.recurrent.bias, steps)
-        return super().states(x_enc, steps, h)
+    def fused_states(self, x_enc: Tensor, steps: int, h: Tensor) -> Tensor:
+        return self.kernels.gru_unroll(x_enc, h, self.recurrent.weight, self.recurrent.bias, steps)
 
 
 class RNNStep(VectorStep):
@@ -163,11 +166,8 @@ class RNNStep(VectorStep):
         tanh = self.kernels.tanh if self.kernels is not None else torch.tanh
         return tanh(x_enc + self.recurrent(h))
 
-    def states(self, x_enc: Tensor, steps: int, h: Tensor | None = None) -> Tensor:
-        if self.kernels is not None:  # the whole unroll in one compiled call; empty h: zeros, as initial_state
-            h = x_enc.new_empty(0) if h is None else h
-            return self.kernels.rnn_unroll(x_enc, h, self.recurrent.weight, steps)
-        return super().states(x_enc, steps, h)
+    def fused_states(self, x_enc: Tensor, steps: int, h: Tensor) -> Tensor:
+        return self.kernels.rnn_unroll(x_enc, h, self.recurrent.weight, steps)
 
 
 class MLPStep(VectorStep):
