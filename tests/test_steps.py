@@ -93,3 +93,73 @@ def test_transformer_step_refuses_sequences_longer_than_its_positions():
     step = make_step("transformer")
     with pytest.raises(ValueError, match="max_len"):
         step.encode(torch.zeros(1, N + 1, 2))
+
+
+def test_pytorch_init_draws_nothing():
+    """The default keeps nn.Linear's weights and the RNG untouched, so runs from before
+    ``model.init`` existed are the same runs."""
+    step = make_step("rnn")
+    before = {k: v.clone() for k, v in step.state_dict().items()}
+    rng = torch.get_rng_state()
+    step.initialise("pytorch")
+    assert all(torch.equal(before[k], v) for k, v in step.state_dict().items())
+    assert torch.equal(rng, torch.get_rng_state())
+
+
+@pytest.mark.parametrize("kind", ["rnn", "gru", "mlp"])
+def test_truncated_normal_init_is_sonnets_linear_default(kind):
+    """std 1/sqrt(fan_in) cut at 2 std (so the drawn std is ≈ 0.88/sqrt(fan_in)), biases zero."""
+    torch.manual_seed(1)
+    step = STEPS[kind](64, 256, 1)
+    step.initialise("truncated-normal")
+    for name, layer in step.named_modules():
+        if isinstance(layer, torch.nn.Linear):
+            bound = 2 / layer.in_features**0.5
+            assert layer.weight.abs().max() <= bound, name
+            if layer.weight.numel() > 1000:  # the heads are too small to measure a spread
+                ratio = layer.weight.std().item() * layer.in_features**0.5
+                assert 0.84 < ratio < 0.92, (name, ratio)
+            if layer.bias is not None:
+                assert not layer.bias.any(), name
+
+
+@pytest.mark.parametrize("kind", ["rnn", "gru"])
+def test_orthogonal_init_makes_each_recurrent_gate_block_orthogonal(kind):
+    step = make_step(kind)
+    input_before = step.input.weight.clone()
+    step.initialise("orthogonal")
+    blocks = step.recurrent.weight.split(step.hidden)
+    assert len(blocks) == (3 if kind == "gru" else 1)
+    for block in blocks:
+        torch.testing.assert_close(block @ block.T, torch.eye(step.hidden), atol=1e-5, rtol=0)
+    assert torch.equal(step.input.weight, input_before)  # only the recurrent matrix is drawn again
+
+
+def test_unknown_init_is_refused():
+    with pytest.raises(ValueError, match="allowed: pytorch, truncated-normal, orthogonal"):
+        make_step("rnn").initialise("xavier")
+
+
+def test_the_parity_experiment_builds_its_step_with_model_init():
+    from engramlab.config import resolve
+    from engramlab.experiments.ponder.pondernet_parity import EXPERIMENT
+
+    cfg = resolve(EXPERIMENT.Config, overrides=["model.step=rnn", "model.init=truncated-normal"])
+    step = EXPERIMENT.build(cfg, "pondernet").halting.step
+    assert not step.input.bias.any() and not step.readout.bias.any()
+
+
+@pytest.mark.parametrize(
+    "overrides, message",
+    [
+        (["model.step=transformer", "model.init=truncated-normal"], "applies to the gru, rnn and mlp steps"),
+        (["model.step=mlp", "model.init=orthogonal"], "'orthogonal' applies to the gru and rnn steps, not 'mlp'"),
+        (["model.init=xavier"], "model.init"),
+    ],
+)
+def test_the_parity_experiment_refuses_an_init_its_step_cannot_take(overrides, message):
+    from engramlab.config import ConfigError, resolve
+    from engramlab.experiments.ponder.pondernet_parity import EXPERIMENT
+
+    with pytest.raises(ConfigError, match=message):
+        resolve(EXPERIMENT.Config, overrides=overrides)

@@ -23,10 +23,13 @@ transitions run their element-wise parts in the compiled kernels of :mod:`engram
 
 from __future__ import annotations
 
-from typing import NamedTuple
+import math
+from typing import Literal, NamedTuple
 
 import torch
 from torch import Tensor, nn
+
+Init = Literal["pytorch", "truncated-normal", "orthogonal"]
 
 
 class StepOutput(NamedTuple):
@@ -78,6 +81,33 @@ class VectorStep(Step):
     @property
     def fused(self) -> bool:
         return self.kernels is not None
+
+    @torch.no_grad()
+    def initialise(self, scheme: Init) -> None:
+        """Draw the weights again by ``scheme`` (from the global RNG, like PyTorch's own init):
+
+        - ``pytorch``: leave PyTorch's ``nn.Linear`` default, U(±1/√fan_in) for weights and biases
+          (weight std 1/√(3·fan_in)); nothing is drawn.
+        - ``truncated-normal``: every weight N(0, 1/fan_in) cut at ±2 standard deviations, biases 0:
+          the default ``Linear`` initialiser of DeepMind's Sonnet and Haiku. The tanh RNN's
+          recurrent matrix then has a spectral radius near 0.9 instead of PyTorch's near 0.5.
+        - ``orthogonal``: PyTorch's default, but each gate's block of the recurrent matrix
+          orthogonal (Keras's default for recurrent kernels): all its singular values are 1.
+        """
+        if scheme == "pytorch":
+            return
+        if scheme == "truncated-normal":
+            for layer in self.modules():
+                if isinstance(layer, nn.Linear):
+                    std = 1 / math.sqrt(layer.in_features)
+                    nn.init.trunc_normal_(layer.weight, std=std, a=-2 * std, b=2 * std)
+                    if layer.bias is not None:
+                        layer.bias.zero_()
+        elif scheme == "orthogonal":
+            for block in self.recurrent.weight.split(self.hidden):
+                nn.init.orthogonal_(block)
+        else:
+            raise ValueError(f"unknown init {scheme!r} (allowed: pytorch, truncated-normal, orthogonal)")
 
     def transition(self, x_enc: Tensor, h: Tensor) -> Tensor:
         raise NotImplementedError
