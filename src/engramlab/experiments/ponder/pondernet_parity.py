@@ -14,9 +14,11 @@ Presets
 - ``paper-interpolation``: the interpolation experiment (n = 64, k in [1, 64]).
   Both: tanh RNN with 128 units, raw input, Adam 3e-4, batch 128, N = 20, β = 0.01, λ_p = 0.1
   (the value the paper highlights; it sweeps 10 values), ACT τ = 1e-3 (it sweeps 20 values),
-  and the Repeat-RNN arm (below). The paper does not state the number of training steps;
-  ``train.steps`` (1M) is our choice. They run the step with the fused kernels (``model.fused``),
-  the same function as the PyTorch code, 1.1-1.6x faster in benchmarks/parity_throughput.py.
+  and the Repeat-RNN arm (below). The paper states neither the number of training steps nor the
+  initialisation: ``train.steps`` (1M) is our choice, and ``model.init`` is Sonnet's and Haiku's
+  default, a truncated normal (from PyTorch's default PonderNet started learning ~6x later).
+  They run the step with the fused kernels (``model.fused``), the same function as the PyTorch
+  code, 1.1-1.6x faster in benchmarks/parity_throughput.py.
 - ``quick``: a 2-core-CPU scaling of the extrapolation experiment, with a fourth arm, the
   Repeat-RNN of Fojo et al. (2018), so that a gain can be credited to *adaptive* rather than to
   *more* computation. Every deviation is listed in ``deviations`` below (and in the report and
@@ -100,7 +102,7 @@ PAPER_MODEL = {
     "step": "rnn",
     # The paper does not state its initialisation. Sonnet's and Haiku's Linear default (DeepMind's
     # frameworks): with PyTorch's, whose recurrent matrix is ~0.6x as large, PonderNet's loss left
-    # ln 2 only after ~300k updates at n = 64, against ~40k (docs/pondernet-parity.md).
+    # ln 2 only after ~350k updates at n = 64, against ~60k (docs/pondernet-parity.md).
     "init": "truncated-normal",
     "fused": True,
     "hidden": 128,
