@@ -70,7 +70,7 @@ class ModelConfig(Config):
     )
 
     @model_validator(mode="after")
-    def _fused_needs_a_vector_step(self):
+    def _options_fit_the_step(self):
         if self.fused and not STEPS[self.step].fusable:
             raise ValueError(f"model.fused applies to the gru and rnn steps, not model.step '{self.step}'")
         if self.init != "pytorch" and not issubclass(STEPS[self.step], VectorStep):
