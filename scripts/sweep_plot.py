@@ -38,13 +38,14 @@ def sweep_rows(runs: list[Path], key: str, names: list[str]) -> list[dict]:
     """One row per run, sorted by the swept value: the value, the run and the named metrics."""
     rows = []
     for run in runs:
+        cfg = load_config(run)[1]  # one line for a folder that is not a run
+        if not (run / "summary.json").exists():
+            raise EngramError(f"{run}: not a finished run (no summary.json)")
         metrics = read_json(run / "summary.json")["metrics"]
         missing = [name for name in names if name not in metrics]
         if missing:
             raise EngramError(f"{run}/summary.json: no metric {', '.join(missing)}")
-        rows.append(
-            {"value": config_value(load_config(run)[1], key), "run": str(run), **{n: metrics[n] for n in names}}
-        )
+        rows.append({"value": config_value(cfg, key), "run": str(run), **{n: metrics[n] for n in names}})
     return sorted(rows, key=lambda row: row["value"])
 
 

@@ -57,3 +57,9 @@ def test_an_unknown_key_or_metric_is_one_line_and_writes_nothing(tmp_path, capsy
         f"error: {RUNS[0]}/summary.json: no metric nope",
     ]
     assert not out.exists()
+
+
+def test_a_folder_that_is_not_a_finished_run_is_one_line(tmp_path, capsys):
+    assert sweep_plot.main([str(tmp_path), "--key", "seed", "--metrics", "x", "--out", str(tmp_path / "out")]) == 2
+    (error,) = capsys.readouterr().err.splitlines()
+    assert error.startswith(f"error: {tmp_path}") and "no run.json" in error
