@@ -20,7 +20,7 @@ Presets
   They run the step with the fused kernels (``model.fused``), the same function as the PyTorch
   code, 1.1-1.6x faster in benchmarks/parity_throughput.py.
 - ``paper-n16``: the ``paper`` configuration on 16 elements (train k in [1, 8], test k in [9, 16],
-  the paper's ratio) for 30k updates, ~10 min per arm on one core. It is there because the paper's
+  the paper's ratio) for 30k updates, ~12 min for its four arms on one core. It is there because the paper's
   own sizes need millions of updates on this model; every other setting is the paper's.
 - ``quick``: a 2-core-CPU scaling of the extrapolation experiment, with a fourth arm, the
   Repeat-RNN of Fojo et al. (2018), so that a gain can be credited to *adaptive* rather than to
