@@ -6,7 +6,9 @@ its experiments (one file each), the code they share and their plots:
 - ``memory/``: every kind of memory on the NTM tasks, MQAR and passkey retrieval;
 - ``babi/``: MemN2N, a Universal Transformer with PonderNet, and MEMO on bAbI;
 - ``generalist/``: the Gato-style generalist and its transfer to held-out tasks;
-- ``evolution/``: the evolved learning rule and the evolving bacteria.
+- ``evolution/``: the evolved learning rule and the evolving bacteria;
+- ``offline/``: offline RL on mixed-skill data (BC, filtered and return-conditioned BC, the
+  AlphaStar Unplugged recipe, IQL).
 
 To register a new experiment, add one line to ``REGISTRY`` below.
 """
@@ -36,6 +38,7 @@ REGISTRY = Registry(
         "generalist-finetune": "engramlab.experiments.generalist.finetune",
         "evolved-rule": "engramlab.experiments.evolution.evolved_rule",
         "bacteria": "engramlab.experiments.evolution.bacteria",
+        "offline-rl": "engramlab.experiments.offline.offline_rl",
     }
 )
 

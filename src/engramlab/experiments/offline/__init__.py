@@ -1,0 +1,1 @@
+"""Offline RL: learning to act better than the data (AlphaStar Unplugged at CPU scale)."""
