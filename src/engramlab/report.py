@@ -108,11 +108,21 @@ def deviations(exp: Experiment, summary: dict[str, Any], preset: str) -> list[st
     return exp.deviations_of(cfg, preset)
 
 
+def inner_seeds(summary: dict[str, Any]) -> list[int]:
+    """The seeds one run trains inside itself (a config with a ``seeds`` list, as offline-rl's), or []."""
+    run = summary["_dir"]
+    if not (run / CONFIG_NAME).exists():
+        return []
+    _, cfg = load_config(run)
+    return list(getattr(cfg, "seeds", []) or [])
+
+
 def report_group(name: str, presets: list[str], summaries: list[dict[str, Any]], fingerprint: str = "") -> str:
     """One section; ``fingerprint`` names the config when runs of one preset had different configs."""
     exp = get_experiment(name)
     pooled, duplicates = one_run_per_seed(summaries)
     seeds = sorted(s["seed"] for s in pooled)
+    inside = inner_seeds(pooled[0])
     changes = [o for o in pooled[0].get("overrides", []) if not o.startswith("seed=")]
     variant = "".join(f" --set {o}" for o in changes) + (f", config {fingerprint}" if fingerprint else "")
     left_out = len(summaries) - len(pooled)
@@ -130,6 +140,7 @@ def report_group(name: str, presets: list[str], summaries: list[dict[str, Any]],
     lines = [
         f"### {name} — preset {' = '.join(f'`{p}`' for p in presets)}{variant} "
         f"({len(pooled)} run{'s' * (len(pooled) > 1)}, seeds {', '.join(map(str, seeds))}"
+        + (f"; each run trains seeds {', '.join(map(str, inside))} and reports their mean" if inside else "")
         + (f"; {left_out} duplicate{'s' * (left_out > 1)} not pooled" if left_out else "")
         + ")",
         "",
