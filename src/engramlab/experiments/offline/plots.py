@@ -28,8 +28,8 @@ def shown_rows(table) -> list[str]:
 
 def score_bars(cfg, table, path: Path) -> Path:
     rows, envs, datasets = shown_rows(table), cfg.data.envs, cfg.data.datasets
-    fig, axes = plt.subplots(1, len(envs), figsize=(max(6, 1.1 * len(rows) * len(datasets) / 2) * len(envs) / 1.5, 3.8),
-                             squeeze=False)  # fmt: skip
+    fig, axes = plt.subplots(len(envs), 1, figsize=(11, 3.4 * len(envs)), squeeze=False)
+    axes = axes.T  # one row of panels per environment
     width = 0.8 / len(rows)
     for ax, env in zip(axes[0], envs):
         for i, row in enumerate(rows):
