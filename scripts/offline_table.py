@@ -54,17 +54,11 @@ def main() -> int:
 def scores(run: Path, key: str):
     """(env, dataset, row) -> one score per seed, and (env, dataset) -> the data's mean normalised
     episode, from the arms' summaries."""
-    from engramlab.experiments.offline.offline_rl import parse_arm
+    from engramlab.experiments.offline.offline_rl import parse_arm, score_table
 
-    table: dict[tuple[str, str, str], list[float]] = {}
-    data: dict[tuple[str, str], float] = {}
-    for path in sorted(run.glob("*/summary.json")):
-        env, name, _, _ = parse_arm(path.parent.name)
-        results = json.loads(path.read_text())["results"]
-        data[env, name] = results["data_normalised"]
-        for row, result in results["rows"].items():
-            table.setdefault((env, name, row), []).append(result[key])
-    return table, data
+    results = {p.parent.name: json.loads(p.read_text())["results"] for p in sorted(run.glob("*/summary.json"))}
+    data = {parse_arm(arm)[:2]: r["data_normalised"] for arm, r in results.items()}
+    return score_table(results, key), data
 
 
 def cell(values: list[float] | None) -> str:

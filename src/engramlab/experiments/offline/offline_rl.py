@@ -350,7 +350,8 @@ class OfflineRL(Experiment):
         return metrics
 
     def plot(self, cfg: OfflineRLConfig, results: dict[str, dict[str, Any]], run_dir: Path, out_dir: Path):
-        return plots.all_plots(cfg, score_table(results), run_dir, out_dir)
+        curves = [(row, m) for m in cfg.methods for row in rows_of(cfg, m) if row != "ac-anchor"]
+        return plots.all_plots(cfg, score_table(results), curves, run_dir, out_dir)
 
     def seed_of(self, cfg: OfflineRLConfig) -> int:
         return int(cfg.seeds[0])
@@ -368,13 +369,13 @@ def reward_scale(cfg: OfflineRLConfig, data: offline.Dataset) -> float:
     return 1000.0 / spread if spread > 0 else 1.0
 
 
-def score_table(results: dict[str, dict[str, Any]]) -> dict[tuple[str, str, str], list[float]]:
-    """(env, dataset, row) -> normalised scores, one per seed."""
+def score_table(results: dict[str, dict[str, Any]], key: str = "normalised") -> dict[tuple[str, str, str], list[float]]:
+    """(env, dataset, row) -> one score per seed (``key``: ``normalised``, or ``normalised_greedy``)."""
     table: dict[tuple[str, str, str], list[float]] = {}
     for arm, result in results.items():
         env, name, _, _ = parse_arm(arm)
         for row, r in result["rows"].items():
-            table.setdefault((env, name, row), []).append(r["normalised"])
+            table.setdefault((env, name, row), []).append(r[key])
     return table
 
 

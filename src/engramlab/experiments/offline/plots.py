@@ -12,10 +12,12 @@ from engramlab.engine.plots import color, plt, save
 from engramlab.engine.rundir import read_metrics
 
 
-def all_plots(cfg, table: dict[tuple[str, str, str], list[float]], run_dir: Path, out_dir: Path) -> list[Path]:
+def all_plots(cfg, table, curves: list[tuple[str, str]], run_dir: Path, out_dir: Path) -> list[Path]:
+    """``table``: (env, dataset, row) -> scores per seed; ``curves``: the (row, method) pairs whose
+    learning curve is logged, as ``eval/score/<row>`` in the method's arms."""
     paths = [score_bars(cfg, table, out_dir / "scores.png")]
     headline = "mixed" if "mixed" in cfg.data.datasets else cfg.data.datasets[0]
-    paths.append(learning_curves(cfg, headline, run_dir, out_dir / f"curves-{headline}.png"))
+    paths.append(learning_curves(cfg, headline, curves, run_dir, out_dir / f"curves-{headline}.png"))
     if "offline-ac" in cfg.methods:
         paths.append(anchor_effect(cfg, headline, run_dir, out_dir / f"anchor-{headline}.png"))
     return paths
@@ -63,20 +65,11 @@ def arms_of(cfg, env: str, dataset: str, method: str) -> list[str]:
     return [f"{env}-{dataset}-{method}-seed{seed}" for seed in cfg.seeds]
 
 
-def row_methods(cfg) -> list[tuple[str, str]]:
-    """(row, method) pairs whose learning curve is logged, as ``eval/score/<row>``."""
-    pairs = []
-    for method in cfg.methods:
-        rows = [f"ac-beta{b:g}" for b in cfg.agent.betas] + ["ac-inference"] if method == "offline-ac" else [method]
-        pairs += [(row, method) for row in rows]
-    return pairs
-
-
-def learning_curves(cfg, dataset: str, run_dir: Path, path: Path) -> Path:
+def learning_curves(cfg, dataset: str, curves: list[tuple[str, str]], run_dir: Path, path: Path) -> Path:
     envs = cfg.data.envs
     fig, axes = plt.subplots(1, len(envs), figsize=(5.5 * len(envs), 3.8), squeeze=False)
     for ax, env in zip(axes[0], envs):
-        for i, (row, method) in enumerate(row_methods(cfg)):
+        for i, (row, method) in enumerate(curves):
             curve = mean_curve(run_dir, arms_of(cfg, env, dataset, method), f"eval/score/{row}")
             if curve:
                 ax.plot(*curve, "-o", ms=3, color=color(row, i), label=row)
