@@ -41,9 +41,59 @@ def test_advantage_weights_by_hand():
     weights = agents.advantage_weights(advantages, temperature=0.5, max_weight=20.0)
     expected = torch.tensor([math.exp(-2.0), 1.0, math.exp(1.0), 20.0])  # exp(A / 0.5), the last clipped
     torch.testing.assert_close(weights, expected)
-    normalised = agents.advantage_weights(torch.tensor([1.0, 3.0]), temperature=1.0, max_weight=100.0, normalise=True)
-    std = torch.tensor([1.0, 3.0]).std().item()  # √2
-    torch.testing.assert_close(normalised, torch.tensor([math.exp(1 / std), math.exp(3 / std)]), rtol=1e-5, atol=0)
+
+
+def test_behaviour_advantages_by_hand():
+    q = torch.tensor([[1.0, 3.0], [2.0, 2.0]])
+    anchor_logits = torch.log(torch.tensor([[0.5, 0.5], [0.25, 0.75]]))
+    actions = torch.tensor([1, 0])
+    # V = [2, 2]: A = [[-1, 1], [0, 0]]; the data actions' advantages [1, 0] have std √½
+    raw = agents.behaviour_advantages(q, anchor_logits, actions)
+    torch.testing.assert_close(raw, torch.tensor([[-1.0, 1.0], [0.0, 0.0]]))
+    normalised = agents.behaviour_advantages(q, anchor_logits, actions, normalise=True)
+    torch.testing.assert_close(normalised, raw / math.sqrt(0.5), rtol=1e-5, atol=1e-6)
+
+
+def test_improved_policy_and_expected_advantage_by_hand():
+    anchor_logits = torch.log(torch.tensor([[0.5, 0.5], [0.9, 0.1]]))
+    advantages = torch.tensor([[1.0, -1.0], [0.0, 0.0]])
+    # π* ∝ π_BC exp(A / τ), τ = 1: [e, e⁻¹] / (e + e⁻¹); with A = 0 π* is π_BC
+    e = math.e
+    expected = torch.tensor([[e / (e + 1 / e), (1 / e) / (e + 1 / e)], [0.9, 0.1]])
+    torch.testing.assert_close(agents.improved_policy(anchor_logits, advantages, 1.0), expected)
+    logits = torch.zeros(1, 2, requires_grad=True)
+    value = agents.expected_advantage(logits, advantages[:1])
+    value.sum().backward()
+    # d/dz_i Σ_a softmax(z)_a A_a = π_i (A_i − Σ_a π_a A_a) = 0.5 · [1, −1]
+    torch.testing.assert_close(value, torch.tensor([0.0]))
+    torch.testing.assert_close(logits.grad, torch.tensor([[0.5, -0.5]]))
+
+
+@pytest.mark.parametrize("extraction", ["all-actions", "policy-gradient"])
+def test_every_extraction_moves_the_policy_towards_the_better_action(extraction):
+    """One state, Q^β fixed with action 1 better: after the switch, the unanchored policy's
+    probability of action 1 rises above π_BC's."""
+    torch.manual_seed(0)
+    model = agents.AnchoredActorCritic(3, 2, hidden=8, betas=(0.0,), pretrain_steps=1, extraction=extraction)
+    batch = {"observations": torch.ones(8, 3), "actions": torch.tensor([0, 1] * 4), "rewards": torch.zeros(8),
+             "next_observations": torch.ones(8, 3), "terminals": torch.ones(8)}  # fmt: skip
+    with torch.no_grad():
+        model.q_target[-1].weight.zero_()
+        model.q_target[-1].bias.copy_(torch.tensor([0.0, 1.0]))
+    model(batch)  # the BC step; the next step copies π_BC into the policy
+    optimiser = torch.optim.SGD(model.policies.parameters(), lr=0.1)
+    bc_probability = model.anchor(batch["observations"][:1]).softmax(-1)[0, 1].item()
+    for _ in range(20):
+        loss, _ = model(batch)
+        optimiser.zero_grad()
+        loss.backward()
+        optimiser.step()
+    assert model.policies[0](batch["observations"][:1]).softmax(-1)[0, 1].item() > bc_probability + 0.05
+
+
+def test_unknown_extraction_is_refused():
+    with pytest.raises(ValueError, match="extraction 'greedy'"):
+        agents.AnchoredActorCritic(3, 2, extraction="greedy")
 
 
 def test_expectile_loss_by_hand():

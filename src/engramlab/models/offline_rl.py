@@ -13,7 +13,8 @@ training loop, and whose ``act(observations, generator, mode)`` plays in the env
   train a model to estimate the behaviour policy and behaviour value function; then use the
   behaviour value function to improve the policy, either while training or during inference").
   Phase 1 fits π_BC and Q^β; phase 2 starts π from π_BC and improves it with advantage-weighted
-  likelihood (AWR, Peng et al. 2019, eq. 7) plus β·KL(π_BC ‖ π), the distillation term AlphaStar
+  likelihood (AWR, Peng et al. 2019, eq. 7; or, by flag, its all-action form or a policy gradient)
+  plus β·KL(π_BC ‖ π), the distillation term AlphaStar
   keeps towards its supervised policy (Vinyals et al. 2019, Methods). ``mode="inference"`` is the
   inference-time improvement: greedy on Q^β among the actions π_BC gives at least ``threshold``.
 - :class:`ImplicitQLearning`: IQL (Kostrikov et al. 2022), discrete: expectile regression of V on
@@ -28,6 +29,8 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+EXTRACTIONS = ("sampled", "all-actions", "policy-gradient")
+
 
 def mlp(inputs: int, outputs: int, hidden: int, layers: int) -> nn.Sequential:
     sizes = [inputs] + [hidden] * layers
@@ -37,6 +40,11 @@ def mlp(inputs: int, outputs: int, hidden: int, layers: int) -> nn.Sequential:
 
 # --------------------------------------------------------------------------------------------
 # the pieces every agent shares, each checked against a hand computation in the tests
+
+
+def pick(values: Tensor, actions: Tensor) -> Tensor:
+    """values (B, A), actions (B,) -> (B,) the value of each taken action."""
+    return values.gather(1, actions[:, None])[:, 0]
 
 
 def kl_to_anchor(anchor_logits: Tensor, logits: Tensor) -> Tensor:
@@ -52,15 +60,34 @@ def entropy(logits: Tensor) -> Tensor:
     return -(log_p.exp() * log_p).sum(-1)
 
 
-def advantage_weights(advantages: Tensor, temperature: float, max_weight: float, normalise: bool = False) -> Tensor:
-    """AWR's weights exp(A / temperature), clipped at ``max_weight`` (Peng et al. 2019 eq. 7; IQL
-    clips at 100), without gradient. With ``normalise``, A is first divided by its standard
-    deviation over the batch, so that one temperature suits environments whose values differ in
-    scale (a CartPole advantage is ≈ 100× smaller than a LunarLander one)."""
-    advantages = advantages.detach()
+def behaviour_advantages(q: Tensor, anchor_logits: Tensor, actions: Tensor, normalise: bool = False) -> Tensor:
+    """(B, A) A^β(s, a) = Q^β(s, a) − V^β(s), V^β(s) = Σ_a π_BC(a|s) Q^β(s, a), without gradient.
+    With ``normalise``, divided by the standard deviation of the data actions' advantages over the
+    batch, so that one temperature suits environments whose values differ in scale (a CartPole
+    advantage is ≈ 100× smaller than a LunarLander one)."""
+    q, anchor_logits = q.detach(), anchor_logits.detach()
+    advantages = q - (anchor_logits.softmax(-1) * q).sum(-1, keepdim=True)
     if normalise:
-        advantages = advantages / (advantages.std() + 1e-6)
-    return torch.exp(advantages / temperature).clamp(max=max_weight)
+        advantages = advantages / (pick(advantages, actions).std() + 1e-6)
+    return advantages
+
+
+def advantage_weights(advantages: Tensor, temperature: float, max_weight: float) -> Tensor:
+    """AWR's weights exp(A / temperature), clipped at ``max_weight`` (Peng et al. 2019 eq. 7; IQL
+    clips at 100), without gradient."""
+    return torch.exp(advantages.detach() / temperature).clamp(max=max_weight)
+
+
+def improved_policy(anchor_logits: Tensor, advantages: Tensor, temperature: float) -> Tensor:
+    """(B, A) π*(a|s) ∝ π_BC(a|s) exp(A(s, a) / temperature), the maximiser of
+    E_π[A] − temperature·KL(π ‖ π_BC) (AWR's target, Peng et al. 2019, eq. 4; MPO's non-parametric
+    policy, Abdolmaleki et al. 2018), exact over the discrete actions, without gradient."""
+    return (F.log_softmax(anchor_logits.detach(), -1) + advantages.detach() / temperature).softmax(-1)
+
+
+def expected_advantage(logits: Tensor, advantages: Tensor) -> Tensor:
+    """(B,) Σ_a π(a|s) A(s, a); its gradient is the all-action policy gradient (advantages held fixed)."""
+    return (logits.softmax(-1) * advantages.detach()).sum(-1)
 
 
 def expectile_loss(differences: Tensor, expectile: float) -> Tensor:
@@ -74,11 +101,6 @@ def polyak(target: nn.Module, source: nn.Module, rate: float) -> None:
     with torch.no_grad():
         for t, s in zip(target.parameters(), source.parameters()):
             t.lerp_(s, rate)
-
-
-def pick(values: Tensor, actions: Tensor) -> Tensor:
-    """values (B, A), actions (B,) -> (B,) the value of each taken action."""
-    return values.gather(1, actions[:, None])[:, 0]
 
 
 def sample_or_argmax(logits: Tensor, generator: torch.Generator | None, greedy: bool) -> Tensor:
@@ -124,8 +146,11 @@ class AnchoredActorCritic(nn.Module):
 
     ``pretrain_steps`` updates fit π_BC (likelihood) and Q^β (expected SARSA under π_BC: the value
     of the behaviour policy, whose actions π_BC models); then one policy per β in ``betas`` starts
-    as a copy of π_BC and minimises −E[w(A^β) log π(a|s)] + β·KL(π_BC ‖ π), with
-    A^β = Q^β(s, a) − V^β(s) and V^β(s) = Σ_a π_BC(a|s) Q^β(s, a), while Q^β goes on fitting.
+    as a copy of π_BC and minimises an improvement term on A^β = Q^β(s, a) − V^β(s),
+    V^β(s) = Σ_a π_BC(a|s) Q^β(s, a), plus β·KL(π_BC ‖ π), while Q^β goes on fitting. The
+    improvement term is ``extraction`` (:meth:`improvement_loss`): AWR at the data's action
+    (``sampled``, the default), its exact expectation over every action (``all-actions``) or the
+    all-action policy gradient (``policy-gradient``).
     β = 0 is the policy without an anchor. The policies share π_BC and Q^β, so they differ by β
     alone. The update count is a buffer, so a resumed run switches phase where an uninterrupted
     one would."""
@@ -133,9 +158,11 @@ class AnchoredActorCritic(nn.Module):
     def __init__(self, observations: int, actions: int, *, hidden: int = 256, layers: int = 2, gamma: float = 0.99,
                  polyak_rate: float = 0.005, temperature: float = 1 / 3, max_weight: float = 100.0,
                  betas: tuple[float, ...] = (0.0, 0.1), pretrain_steps: int = 1000, threshold: float = 0.1,
-                 reward_scale: float = 1.0, normalise: bool = True):  # fmt: skip
+                 reward_scale: float = 1.0, normalise: bool = True, extraction: str = "sampled"):  # fmt: skip
         super().__init__()
-        self.normalise = normalise
+        if extraction not in EXTRACTIONS:
+            raise ValueError(f"extraction {extraction!r}: one of {', '.join(EXTRACTIONS)}")
+        self.normalise, self.extraction = normalise, extraction
         self.gamma, self.polyak_rate, self.temperature, self.max_weight = gamma, polyak_rate, temperature, max_weight
         self.betas, self.pretrain_steps, self.threshold = tuple(betas), pretrain_steps, threshold
         self.reward_scale = reward_scale
@@ -175,13 +202,10 @@ class AnchoredActorCritic(nn.Module):
                     policy.load_state_dict(self.anchor.state_dict())
             with torch.no_grad():
                 anchor_logits = self.anchor(obs)
-                q = self.q_target(obs)
-                advantages = pick(q, actions) - (anchor_logits.softmax(-1) * q).sum(-1)
-            weights = advantage_weights(advantages, self.temperature, self.max_weight, self.normalise)
-            logs["mean_weight"] = weights.mean().item()
+                advantages = behaviour_advantages(self.q_target(obs), anchor_logits, actions, self.normalise)
             for beta, policy in zip(self.betas, self.policies):
                 logits = policy(obs)
-                policy_loss = -(weights * pick(F.log_softmax(logits, -1), actions)).mean()
+                policy_loss = self.improvement_loss(logits, actions, anchor_logits, advantages)
                 kl = kl_to_anchor(anchor_logits, logits).mean()
                 loss = loss + policy_loss + beta * kl
                 logs |= {f"policy_loss/beta{beta:g}": policy_loss.item(), f"kl_to_bc/beta{beta:g}": kl.item()}
@@ -189,6 +213,25 @@ class AnchoredActorCritic(nn.Module):
         polyak(self.q_target, self.q, self.polyak_rate)
         logs["loss"] = loss.item()
         return loss, logs
+
+    def improvement_loss(self, logits: Tensor, actions: Tensor, anchor_logits: Tensor, advantages: Tensor) -> Tensor:
+        """The policy-improvement term, by ``extraction`` (advantages (B, A) from Q^β and π_BC):
+
+        - ``sampled``: AWR at the data's action, −exp(A(s, a)/temperature)·log π(a|s), clipped
+          (Peng et al. 2019, eq. 7): the improvement stays on the data's actions;
+        - ``all-actions``: cross-entropy to π*(·|s) ∝ π_BC(·|s) exp(A(s, ·)/temperature) over every
+          action, the exact expectation of the sampled form over a ~ π_BC, per state normalised;
+        - ``policy-gradient``: −Σ_a π(a|s) A(s, a), the expected (all-action) policy gradient of a
+          one-step improvement on the behaviour value (Ciosek & Whiteson 2018; AlphaStar
+          Unplugged's OAC is a policy gradient on V^β). Its optimum without the KL is the greedy
+          action of Q^β, so β alone keeps it near the data."""
+        if self.extraction == "sampled":
+            weights = advantage_weights(pick(advantages, actions), self.temperature, self.max_weight)
+            return -(weights * pick(F.log_softmax(logits, -1), actions)).mean()
+        if self.extraction == "all-actions":
+            targets = improved_policy(anchor_logits, advantages, self.temperature)
+            return -(targets * F.log_softmax(logits, -1)).sum(-1).mean()
+        return -expected_advantage(logits, advantages).mean()
 
     @torch.no_grad()
     def act(self, observations: Tensor, generator: torch.Generator | None = None, mode: str = "beta0.1",

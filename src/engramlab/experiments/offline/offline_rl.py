@@ -108,6 +108,12 @@ class AgentConfig(Config):
     temperature: float = Field(
         0.05, gt=0, description="offline-ac: AWR temperature, on advantages divided by their batch std"
     )
+    extraction: Literal["sampled", "all-actions", "policy-gradient"] = Field(
+        "sampled",
+        description="offline-ac policy improvement: sampled = AWR at the data's action; all-actions = "
+        "cross-entropy to pi_BC exp(A / temperature) over every action; policy-gradient = the all-action "
+        "policy gradient sum_a pi(a|s) A(s, a) (temperature unused)",
+    )
     pretrain_fraction: float = Field(
         0.5, gt=0, lt=1, description="offline-ac: share of the steps fitting pi_BC and Q before improving"
     )
@@ -204,9 +210,9 @@ class OfflineRL(Experiment):
     for preset in ("quick", "paper"):
         deviations[preset] += [
             "behaviour policies are hand-made controllers of four skill levels, not human players",
-            "offline-ac: Q^beta by expected SARSA under pi_BC, AWR with advantages divided by their batch std "
-            "(temperature {cfg.agent.temperature}) plus beta KL(pi_BC || pi); AlphaStar Unplugged's OAC uses "
-            "V-trace on an LSTM policy",
+            "offline-ac: Q^beta by expected SARSA under pi_BC, improvement '{cfg.agent.extraction}' on advantages "
+            "divided by their batch std (temperature {cfg.agent.temperature}) plus beta KL(pi_BC || pi); "
+            "AlphaStar Unplugged's OAC uses V-trace on an LSTM policy",
             "inference-time improvement is one greedy step on Q^beta among likely BC actions, not MCTS",
         ]
     paper = [
@@ -267,6 +273,7 @@ class OfflineRL(Experiment):
             return agents.AnchoredActorCritic(
                 observations, actions, **common, temperature=a.temperature, betas=tuple(a.betas),
                 pretrain_steps=int(a.pretrain_fraction * cfg.train.steps), threshold=a.threshold,
+                extraction=a.extraction,
             )  # fmt: skip
         return agents.ImplicitQLearning(
             observations, actions, **common, temperature=a.iql_temperature, expectile=a.expectile
