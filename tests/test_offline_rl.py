@@ -231,6 +231,34 @@ def test_evaluate_replays_a_policy_exactly():
     np.testing.assert_array_equal(returns, reference)
 
 
+def test_babyai_features_one_hot_each_cell_by_hand():
+    # cell code = object + 11 colour + 66 state: a red (colour 0) ball (object 6), then a grey
+    # (colour 5) wall (object 2) in state 1; the last number is the direction, 3
+    flat = torch.zeros(1, 50)
+    flat[0, 0], flat[0, 1], flat[0, -1] = 6 + 11 * 0, 2 + 11 * 5 + 66 * 1, 3
+    features = offline.features("babyai-gotoredball", flat)
+    assert features.shape == (1, 49 * 11 + 49 * 6 + 49 * 3 + 4)
+    objects, colours = features[0, : 49 * 11].view(49, 11), features[0, 49 * 11 : 49 * 17].view(49, 6)
+    states, direction = features[0, 49 * 17 : 49 * 20].view(49, 3), features[0, 49 * 20 :]
+    assert objects[0].argmax() == 6 and colours[0].argmax() == 0 and states[0].argmax() == 0
+    assert objects[1].argmax() == 2 and colours[1].argmax() == 5 and states[1].argmax() == 1
+    assert objects[2].argmax() == 0  # an empty code 0 is "unseen", object 0
+    assert direction.tolist() == [0, 0, 0, 1] and features.sum() == 49 * 3 + 1
+    vector = torch.randn(4, 4)
+    assert offline.features("cartpole", vector) is vector  # vector observations pass as they are
+
+
+def test_babyai_behaviours_rank_by_skill():
+    """The bot reaches the red ball fastest; the tour of every distractor takes longer; the data
+    carry the flat 50-number view, which the features expand."""
+    scores = offline.behaviour_scores("babyai-gotoredball", 10, 0)
+    assert scores["expert"] > scores["medium"] > scores["random"] and scores["expert"] > 0.85
+    arrays, lengths, returns = offline.rollout(
+        "babyai-gotoredball", offline.BEHAVIOURS["babyai-gotoredball"]["expert"], 2, 0
+    )
+    assert arrays["observations"].shape == (lengths.sum(), 50) and (returns > 0).all()
+
+
 # --------------------------------------------------------------------------------------------
 # the experiment's config and arms
 

@@ -38,6 +38,8 @@ both measured here on the same environment seeds (``score_episodes`` each).
 
 from __future__ import annotations
 
+import contextlib
+import io
 import json
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -46,6 +48,7 @@ from typing import Any
 
 import numpy as np
 import torch
+import torch.nn.functional as F
 from torch import Tensor
 
 from engramlab.errors import DataError
@@ -93,6 +96,48 @@ def uniform(actions: int) -> Callable:
     return lambda obs, rng: int(rng.integers(actions))
 
 
+class BabyAITour:
+    """minigrid's ``BabyAIBot`` sent to other objects before (or instead of) the mission's: a
+    planner with the wrong goal order, the BabyAI counterpart of a mis-tuned controller.
+
+    At every reset the bot is made for the mission, then a "go next to" subgoal per distractor
+    (every object the mission does not name) is put on top of its stack, nearest first or
+    ``farthest_first``. With ``then="mission"`` it goes on to the mission's object; with
+    ``then="random"`` it drops the mission and acts uniformly at random after its tour. With no
+    distractors (``distractors=0``) it is the bot itself, the expert."""
+
+    def __init__(self, distractors: int | None = None, farthest_first: bool = False, then: str = "mission"):
+        self.distractors, self.farthest_first, self.then = distractors, farthest_first, then
+
+    def reset(self, env, rng) -> None:
+        from minigrid.envs.babyai.core.verifier import ObjDesc
+        from minigrid.utils.baby_ai_bot import BabyAIBot, GoNextToSubgoal
+
+        level = env.unwrapped
+        self.bot, self.wandering = BabyAIBot(env), False
+        if self.then == "random":
+            self.bot.stack.clear()
+        named = level.instrs.desc.obj_set
+        objects = [o for o in level.grid.grid if o is not None and o.type in ("ball", "box", "key") and o not in named]
+        distance = lambda o: abs(o.cur_pos[0] - level.agent_pos[0]) + abs(o.cur_pos[1] - level.agent_pos[1])
+        objects.sort(key=distance, reverse=self.farthest_first)
+        for obj in objects[: self.distractors][::-1]:  # the stack's top is visited first
+            description = ObjDesc(obj.type, obj.color)
+            description.find_matching_objs(level)
+            self.bot.stack.append(GoNextToSubgoal(self.bot, description))
+
+    def __call__(self, obs, rng) -> int:
+        if not self.wandering:
+            action = int(self.bot.replan())
+            if not (self.then == "random" and action == BABYAI_DONE):  # the tour is over
+                return action
+            self.wandering = True
+        return int(rng.integers(BABYAI_ACTIONS))
+
+
+BABYAI_ACTIONS, BABYAI_DONE = 7, 6  # minigrid's actions; ``done`` is the bot's "nothing left to do"
+
+
 # Per environment: the four behaviour policies. Their scores (normalised, measured on 100 episodes
 # by `generate`) are in docs/offline-rl.md: medium ≈ 40–60 %, bad ≈ 5–15 %.
 BEHAVIOURS: dict[str, dict[str, Callable]] = {
@@ -113,6 +158,14 @@ BEHAVIOURS: dict[str, dict[str, Callable]] = {
         "medium": acrobot(bias=0.75),  # pushes only on fast swings: pumps energy slowly
         "bad": acrobot(bias=0.85),  # pushes only on the fastest swings: rarely gets up
         "random": uniform(3),
+    },
+    # go to the red ball in an 8 × 8 room among 7 distractors; the mission never changes, so the
+    # policy sees the 7 × 7 × 3 view and its direction only
+    "babyai-gotoredball": {
+        "expert": BabyAITour(distractors=0),
+        "medium": BabyAITour(farthest_first=True),  # tours every distractor, farthest first, then the ball
+        "bad": BabyAITour(distractors=1, then="random"),  # the nearest distractor, then wanders at random
+        "random": uniform(BABYAI_ACTIONS),
     },
 }
 
@@ -165,6 +218,15 @@ class Dataset:
     def actions_n(self) -> int:
         return int(self.meta["actions"])
 
+    def features(self, observations: Tensor) -> Tensor:
+        """The networks' inputs for stored observations (:func:`features`)."""
+        env = self.meta.get("env")
+        return features(env, observations) if env in BEHAVIOURS else observations
+
+    @property
+    def feature_size(self) -> int:
+        return int(self.features(torch.from_numpy(self.observations[:1])).shape[1])
+
     def normalised(self, returns: np.ndarray | float) -> np.ndarray | float:
         """0 = the random policy, 100 = the expert (D4RL's normalised score)."""
         expert, random = self.meta["expert_score"], self.meta["random_score"]
@@ -192,20 +254,23 @@ class Dataset:
 def rollout(env_name: str, policy: Callable, episodes: int | None, seed: int, transitions: int | None = None):
     """Episodes of ``policy`` (env seeds ``seed``, ``seed + 1`` …): ``episodes`` of them, or whole
     episodes until at least ``transitions`` steps. Returns the D4RL arrays and per-episode returns."""
-    env = control.get_task(env_name).make()
+    task = control.get_task(env_name)
+    env = task.make()
     rng = np.random.default_rng(seed)
     obs_list, act, rew, nxt, term, tout, lengths, returns = [], [], [], [], [], [], [], []
     episode = 0
     while (episodes is not None and episode < episodes) or (transitions is not None and len(act) < transitions):
-        obs, _ = env.reset(seed=seed + episode)
+        obs, _ = quiet(env.reset, seed=seed + episode)
+        if hasattr(policy, "reset"):  # a planner (BabyAI's bot) starts afresh
+            policy.reset(env, rng)
         done, total, steps = False, 0.0, 0
         while not done:
             action = policy(obs, rng)
             next_obs, reward, terminated, truncated, _ = env.step(action)
-            obs_list.append(obs)
+            obs_list.append(control.flat_observation(task, obs))
             act.append(action)
             rew.append(reward)
-            nxt.append(next_obs)
+            nxt.append(control.flat_observation(task, next_obs))
             term.append(terminated)
             tout.append(truncated and not terminated)
             obs, total, steps, done = next_obs, total + float(reward), steps + 1, terminated or truncated
@@ -222,6 +287,24 @@ def rollout(env_name: str, policy: Callable, episodes: int | None, seed: int, tr
         "timeouts": np.asarray(tout, dtype=bool),
     }
     return arrays, np.asarray(lengths, dtype=np.int64), np.asarray(returns, dtype=np.float64)
+
+
+def quiet(function: Callable, *args, **kwargs):
+    """``function(...)`` with its prints swallowed (minigrid prints every rejected level sample)."""
+    with contextlib.redirect_stdout(io.StringIO()):
+        return function(*args, **kwargs)
+
+
+def features(env_name: str, observations: Tensor) -> Tensor:
+    """What the networks see: the stored observations as they are, or for BabyAI its 49 cell codes
+    (``object + 11 colour + 66 state``, :func:`control.flat_observation`) and direction one-hot
+    encoded: 49 × (11 + 6 + 3) + 4 = 984 inputs."""
+    if not control.get_task(env_name).babyai:
+        return observations
+    codes, direction = observations[:, :-1].long(), observations[:, -1].long()
+    parts = [codes % 11, codes // 11 % 6, codes // 66]
+    one_hot = [F.one_hot(p, n).flatten(1) for p, n in zip(parts, (11, 6, 3))] + [F.one_hot(direction, 4)]
+    return torch.cat(one_hot, -1).float()
 
 
 def behaviour_scores(env_name: str, episodes: int, seed: int) -> dict[str, float]:
@@ -355,6 +438,7 @@ class TransitionSampler:
     return quantile of the episode a step belongs to (return-conditioned BC)."""
 
     def __init__(self, data: Dataset, episodes: np.ndarray | None = None):
+        self.features = data.features
         step_episode = data.episode_of_step()
         keep = np.isin(step_episode, episodes) if episodes is not None else np.ones(len(data), dtype=bool)
         self.tensors = {
@@ -369,7 +453,10 @@ class TransitionSampler:
 
     def __call__(self, batch_size: int, generator: torch.Generator) -> dict[str, Tensor]:
         index = torch.randint(self.size, (batch_size,), generator=generator)
-        return {key: value[index] for key, value in self.tensors.items()}
+        batch = {key: value[index] for key, value in self.tensors.items()}
+        for key in ("observations", "next_observations"):  # BabyAI's one-hot view: per batch, not stored
+            batch[key] = self.features(batch[key])
+        return batch
 
 
 # --------------------------------------------------------------------------------------------
@@ -383,14 +470,15 @@ def evaluate(env_name: str, act: Callable[[Tensor, torch.Generator], Tensor], ep
     task = control.get_task(env_name)
     envs = [task.make() for _ in range(episodes)]
     generator = torch.Generator().manual_seed(seed)
-    observations = np.stack([env.reset(seed=seed + i)[0] for i, env in enumerate(envs)]).astype(np.float32)
+    flat = lambda obs: control.flat_observation(task, obs)
+    observations = np.stack([flat(quiet(env.reset, seed=seed + i)[0]) for i, env in enumerate(envs)])
     returns, running = np.zeros(episodes), np.ones(episodes, dtype=bool)
     while running.any():
         live = np.flatnonzero(running)
-        actions = act(torch.from_numpy(observations[live]), generator).numpy()
+        actions = act(features(env_name, torch.from_numpy(observations[live])), generator).numpy()
         for i, action in zip(live, actions):
             obs, reward, terminated, truncated, _ = envs[i].step(int(action))
-            observations[i], returns[i] = obs, returns[i] + float(reward)
+            observations[i], returns[i] = flat(obs), returns[i] + float(reward)
             running[i] = not (terminated or truncated)
     for env in envs:
         env.close()
@@ -419,6 +507,9 @@ def to_minari(data: Dataset, dataset_id: str | None = None) -> str:
     ``~/.minari/datasets``) as ``dataset_id``; the expert and random scores become Minari's
     ``ref_max_score`` and ``ref_min_score`` (its normalised score is D4RL's, as ours), the rest of
     ``meta`` and each episode's behaviour policy go into its description as JSON."""
+    task = control.TASKS.get(data.meta.get("env", ""))
+    if task is not None and task.babyai:
+        raise DataError("BabyAI datasets are stored as .npz only (their flat view does not match the env's Dict space)")
     minari = import_minari()
     from minari.data_collector import EpisodeBuffer
 

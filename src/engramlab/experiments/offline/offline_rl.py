@@ -60,7 +60,9 @@ EVAL_SEED, MONITOR_SEED = 1_000_000, 2_000_000  # environment seeds apart from t
 
 class DataConfig(Config):
     envs: list[str] = Field(
-        ["cartpole", "lunarlander"], min_length=1, description="environments (cartpole, lunarlander, acrobot)"
+        ["cartpole", "lunarlander"],
+        min_length=1,
+        description="environments (cartpole, lunarlander, acrobot, babyai-gotoredball)",
     )
     datasets: list[str] = Field(
         DATASETS, min_length=1, description="datasets per environment (mixed, medium, random-heavy, expert)"
@@ -194,7 +196,7 @@ class OfflineRL(Experiment):
         },
         "paper": {
             "seeds": [0, 1, 2, 3, 4],
-            "data": {"envs": ["cartpole", "lunarlander", "acrobot"]},
+            "data": {"envs": ["cartpole", "lunarlander", "acrobot", "babyai-gotoredball"]},
         },
     }
     deviations = {
@@ -204,7 +206,7 @@ class OfflineRL(Experiment):
         ],
         "paper": [
             "{cfg.train.steps:k} updates per arm (CORL: 1M)",
-            "environments {cfg.data.envs}: small gymnasium tasks, not StarCraft II or D4RL; no BabyAI level yet",
+            "environments {cfg.data.envs}: small gymnasium and BabyAI tasks, not StarCraft II or D4RL",
         ],
     }
     for preset in ("quick", "paper"):
@@ -260,7 +262,7 @@ class OfflineRL(Experiment):
     def build(self, cfg: OfflineRLConfig, arm: str):
         env, name, method, seed = parse_arm(arm)
         data = self.dataset(cfg, env, name)
-        a, observations, actions = cfg.agent, data.observations.shape[1], data.actions_n
+        a, observations, actions = cfg.agent, data.feature_size, data.actions_n
         torch.manual_seed(seed)
         if method in ("bc", "filtered-bc", "return-bc"):
             return agents.BehaviourCloning(
