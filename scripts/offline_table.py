@@ -43,11 +43,14 @@ def main() -> int:
             cells = [cell(table.get((env, name, row))) for name in datasets]
             print(f"| {row} | " + " | ".join(cells) + " |")
         print("| *the data's mean episode* | " + " | ".join(f"{data[env, n]:.1f}" for n in datasets) + " |")
-    print("\n| difference (mean over environments) | " + " | ".join(datasets) + " |")
-    print("|---|" + "---|" * len(datasets))
-    for label in ("filtered_minus_bc", "offline_ac_minus_bc", "offline_ac_minus_filtered", "iql_minus_bc"):
-        values = [metrics.get(f"{name}/{label}") for name in datasets]
-        print(f"| {label} | " + " | ".join("—" if v is None else f"{v:+.1f}" for v in values) + " |")
+    labels = ("filtered_minus_bc", "offline_ac_minus_bc", "offline_ac_minus_filtered", "iql_minus_bc")
+    differences = {label: [metrics.get(f"{name}/{label}") for name in datasets] for label in labels}
+    differences = {label: values for label, values in differences.items() if any(v is not None for v in values)}
+    if differences:  # a run of one method has none
+        print("\n| difference (mean over environments) | " + " | ".join(datasets) + " |")
+        print("|---|" + "---|" * len(datasets))
+        for label, values in differences.items():
+            print(f"| {label} | " + " | ".join("—" if v is None else f"{v:+.1f}" for v in values) + " |")
     return 0
 
 
