@@ -25,7 +25,7 @@ from pydantic import Field
 from torch import Tensor, nn
 
 from engramlab.config import HeadsDivideWidth
-from engramlab.models.gato import Block
+from engramlab.models.gato import Block, gpt2_init
 
 
 class LMConfig(HeadsDivideWidth):
@@ -53,14 +53,7 @@ class LanguageModel(nn.Module):
         self.positions = nn.Embedding(cfg.context, cfg.width)
         self.blocks = nn.ModuleList(Block(cfg) for _ in range(cfg.layers))
         self.norm = nn.LayerNorm(cfg.width)
-        self.apply(self._init)
-
-    @staticmethod
-    def _init(module: nn.Module) -> None:  # GPT-2's: N(0, 0.02) weights, zero biases
-        if isinstance(module, (nn.Linear, nn.Embedding)):
-            nn.init.normal_(module.weight, std=0.02)
-            if isinstance(module, nn.Linear) and module.bias is not None:
-                nn.init.zeros_(module.bias)
+        self.apply(gpt2_init)
 
     def forward(
         self, ids: Tensor, prefix: Tensor | None = None, before_block: Callable[[int, Tensor], Tensor] | None = None

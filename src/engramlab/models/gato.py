@@ -121,6 +121,14 @@ def rotate(x: Tensor, angles: tuple[Tensor, Tensor]) -> Tensor:
     return torch.cat([a * cos - b * sin, a * sin + b * cos], dim=-1)
 
 
+def gpt2_init(module: nn.Module) -> None:
+    """GPT-2's initialisation (nanoGPT's): N(0, 0.02) for linear and embedding weights, zero biases."""
+    if isinstance(module, (nn.Linear, nn.Embedding)):
+        nn.init.normal_(module.weight, std=0.02)
+        if isinstance(module, nn.Linear) and module.bias is not None:
+            nn.init.zeros_(module.bias)
+
+
 class Block(nn.Module):
     """One pre-norm decoder block (§2.3, nanoGPT's layout): causal multi-head self-attention, then
     a GELU MLP, each added to the residual stream.
@@ -198,16 +206,9 @@ class Gato(nn.Module):
         self.patch_col = nn.Embedding(PATCH_LEVELS, cfg.width)
         self.blocks = nn.ModuleList(Block(cfg) for _ in range(cfg.layers))
         self.norm = nn.LayerNorm(cfg.width)
-        self.apply(self._init)
+        self.apply(gpt2_init)
         if cfg.smooth_bins:
             self._smooth_bins()
-
-    @staticmethod
-    def _init(module: nn.Module) -> None:
-        if isinstance(module, (nn.Linear, nn.Embedding)):
-            nn.init.normal_(module.weight, std=0.02)
-            if isinstance(module, nn.Linear) and module.bias is not None:
-                nn.init.zeros_(module.bias)
 
     @torch.no_grad()
     def _smooth_bins(self, frequencies: int = 16) -> None:

@@ -11,8 +11,6 @@ rebuilt rarely), as Gato keeps the most recent 1024 tokens.
 
 from __future__ import annotations
 
-import contextlib
-import io
 import os
 from dataclasses import dataclass
 
@@ -92,8 +90,7 @@ class Decoder:
 def reset(task: control.ControlTask, envs: list, seed: int) -> list:
     observations = []
     for i, env in enumerate(envs):
-        with contextlib.redirect_stdout(io.StringIO()):  # minigrid prints its rejected samples
-            obs, _ = env.reset(seed=seed + i)
+        obs, _ = control.reset_quietly(env, seed + i)
         observations.append(obs)
     return observations
 

@@ -72,12 +72,12 @@ def generated_nonce(count: int, exclude: set[str]) -> list[str]:
     consonants, vowels = "bdfgklmnprstvz", "aeiou"
     cvc = ("".join(p) for p in itertools.product(consonants, vowels, consonants))
     cvcv = ("".join(p) for p in itertools.product(consonants, vowels, consonants, vowels))
-    found = []
+    found: dict[str, None] = {}  # ordered, and a set for the membership test
     for word in itertools.chain(CLASSIC_NONCE, cvc, cvcv):
         if word not in exclude and word not in found:
-            found.append(word)
+            found[word] = None
             if len(found) == count:
-                return found
+                return list(found)
     raise DataError(f"only {len(found)} nonce words could be made (asked for {count})")
 
 
@@ -126,7 +126,8 @@ def build_vocabulary(corpus: list[str], size: int, nonce: list[str]) -> Vocabula
     counts: dict[str, int] = {}
     for word in corpus:
         counts[word] = counts.get(word, 0) + 1
-    frequent = [w for w in sorted(counts, key=lambda w: -counts[w]) if w not in set(fixed)]
+    taken = set(fixed)
+    frequent = [w for w in sorted(counts, key=lambda w: -counts[w]) if w not in taken]
     return Vocabulary(fixed + frequent[: size - len(fixed)])
 
 

@@ -240,14 +240,19 @@ class Episodes:
         )
 
 
+def reset_quietly(env, seed: int):
+    """``env.reset(seed=seed)`` without minigrid's prints (it prints every rejected level sample)."""
+    with contextlib.redirect_stdout(io.StringIO()):
+        return env.reset(seed=seed)
+
+
 def rollout(task: ControlTask, policy_factory: Callable[[], Callable], episodes: int, seed: int) -> Episodes:
     """Run ``episodes`` episodes (env seeds ``seed``, ``seed + 1``, …) and record them."""
     env = task.make()
     env.action_space.seed(seed)
     observations, actions, lengths, returns, missions = [], [], [], [], []
     for episode in range(episodes):
-        with contextlib.redirect_stdout(io.StringIO()):  # minigrid prints its rejected samples
-            obs, _ = env.reset(seed=seed + episode)
+        obs, _ = reset_quietly(env, seed + episode)
         policy = policy_factory()
         if hasattr(policy, "reset"):
             policy.reset(env)

@@ -38,8 +38,6 @@ both measured here on the same environment seeds (``score_episodes`` each).
 
 from __future__ import annotations
 
-import contextlib
-import io
 import json
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -96,6 +94,9 @@ def uniform(actions: int) -> Callable:
     return lambda obs, rng: int(rng.integers(actions))
 
 
+BABYAI_ACTIONS, BABYAI_DONE = 7, 6  # minigrid's actions; ``done`` is the bot's "nothing left to do"
+
+
 class BabyAITour:
     """minigrid's ``BabyAIBot`` sent to other objects before (or instead of) the mission's: a
     planner with the wrong goal order, the BabyAI counterpart of a mis-tuned controller.
@@ -133,9 +134,6 @@ class BabyAITour:
                 return action
             self.wandering = True
         return int(rng.integers(BABYAI_ACTIONS))
-
-
-BABYAI_ACTIONS, BABYAI_DONE = 7, 6  # minigrid's actions; ``done`` is the bot's "nothing left to do"
 
 
 # Per environment: the four behaviour policies. Their scores (normalised, measured on 100 episodes
@@ -260,7 +258,7 @@ def rollout(env_name: str, policy: Callable, episodes: int | None, seed: int, tr
     obs_list, act, rew, nxt, term, tout, lengths, returns = [], [], [], [], [], [], [], []
     episode = 0
     while (episodes is not None and episode < episodes) or (transitions is not None and len(act) < transitions):
-        obs, _ = quiet(env.reset, seed=seed + episode)
+        obs, _ = control.reset_quietly(env, seed + episode)
         if hasattr(policy, "reset"):  # a planner (BabyAI's bot) starts afresh
             policy.reset(env, rng)
         done, total, steps = False, 0.0, 0
@@ -287,12 +285,6 @@ def rollout(env_name: str, policy: Callable, episodes: int | None, seed: int, tr
         "timeouts": np.asarray(tout, dtype=bool),
     }
     return arrays, np.asarray(lengths, dtype=np.int64), np.asarray(returns, dtype=np.float64)
-
-
-def quiet(function: Callable, *args, **kwargs):
-    """``function(...)`` with its prints swallowed (minigrid prints every rejected level sample)."""
-    with contextlib.redirect_stdout(io.StringIO()):
-        return function(*args, **kwargs)
 
 
 def features(env_name: str, observations: Tensor) -> Tensor:
@@ -471,7 +463,7 @@ def evaluate(env_name: str, act: Callable[[Tensor, torch.Generator], Tensor], ep
     envs = [task.make() for _ in range(episodes)]
     generator = torch.Generator().manual_seed(seed)
     flat = lambda obs: control.flat_observation(task, obs)
-    observations = np.stack([flat(quiet(env.reset, seed=seed + i)[0]) for i, env in enumerate(envs)])
+    observations = np.stack([flat(control.reset_quietly(env, seed + i)[0]) for i, env in enumerate(envs)])
     returns, running = np.zeros(episodes), np.ones(episodes, dtype=bool)
     while running.any():
         live = np.flatnonzero(running)
