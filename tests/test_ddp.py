@@ -32,6 +32,7 @@ SCRIPT = textwrap.dedent(
     moved = any(not torch.equal(a, b) for a, b in zip(start, model.parameters()))
     torch.save({"params": flat, "moved": moved, "world": dist.world_size()}, f"{out}/rank{dist.rank()}.pt")
     dist.shutdown()
+    dist.exit_after_group(0)
     """
 )
 

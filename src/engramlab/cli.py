@@ -384,6 +384,12 @@ def pick_device(choice: str) -> str:
 
 
 def main(argv: list[str] | None = None) -> int:
+    from engramlab.engine import distributed as dist
+
+    return dist.exit_after_group(run_command(argv))
+
+
+def run_command(argv: list[str] | None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
     try:

@@ -7,7 +7,9 @@ draws its own share of the batch, and rank 0 alone writes the run directory.
 
 from __future__ import annotations
 
+import gc
 import os
+import sys
 from typing import Any
 
 import torch
@@ -68,9 +70,30 @@ def device() -> torch.device:
     return torch.device("cpu")
 
 
+_left_a_group = False
+
+
 def shutdown() -> None:
     """Leave together, then tear down: a rank that destroys its gloo group while the other still
-    talks to it can abort ("terminate called without an active exception", seen once in CI)."""
+    talks to it can abort ("terminate called without an active exception", seen in CI). The
+    collection frees DDP wrappers caught in reference cycles while their group is still alive."""
+    global _left_a_group
     if is_distributed():
         dist.barrier()
+        gc.collect()
         dist.destroy_process_group()
+        _left_a_group = True
+
+
+def exit_after_group(code: int) -> int:
+    """``code``, leaving at once if this process was one of several ranks.
+
+    Gloo's C++ worker threads can still hold objects whose destruction during the interpreter's
+    own teardown aborts the process (SIGABRT, "terminate called without an active exception";
+    twice in CI, on a rank whose run had finished and been written). Every file is closed by the
+    time this is called, so the rank flushes its streams and skips that teardown."""
+    if not _left_a_group:
+        return code
+    sys.stdout.flush()
+    sys.stderr.flush()
+    os._exit(code)
