@@ -1,4 +1,4 @@
-"""The text side of Frozen/Flamingo: corpus, nonce words, vocabulary and binding episodes."""
+"""The text side of Frozen/Flamingo: corpus, spelled nonce words, vocabulary and binding episodes."""
 
 from __future__ import annotations
 
@@ -18,8 +18,7 @@ def corpus(tmp_path):
 
 @pytest.fixture
 def vocab(corpus):
-    words = binding.read_corpus(corpus)
-    return binding.build_vocabulary(words, 60, binding.generated_nonce(20, set(words)))
+    return binding.build_vocabulary(binding.read_corpus(corpus), 80)
 
 
 def test_tokenize_keeps_words_apostrophes_and_punctuation():
@@ -37,58 +36,84 @@ def test_read_corpus_and_its_errors(corpus, tmp_path_factory):
         binding.read_corpus(empty)
 
 
-def test_nonce_words_are_new_distinct_and_fixed():
-    nonce = binding.generated_nonce(30, {"dax", "bab"})
-    assert nonce[:3] == ["blicket", "wug", "zorp"] and "bab" not in nonce and len(set(nonce)) == 30
-    assert binding.generated_nonce(30, {"dax", "bab"}) == nonce
+def test_nonce_words_are_new_distinct_three_letters_and_fixed():
+    nonce = binding.generated_nonce(30, {"dax", "wug"})
+    assert nonce[0] == "fep" and "dax" not in nonce and len(set(nonce)) == 30
+    assert all(len(w) == 3 for w in nonce) and binding.generated_nonce(30, {"dax", "wug"}) == nonce
+    binding.check_nonce(nonce, {"to", "be"})
     with pytest.raises(DataError, match="overlaps the corpus vocabulary: be, to"):
         binding.check_nonce(["wug", "to", "be"], {"to", "be"})
     with pytest.raises(DataError, match="repeated"):
         binding.check_nonce(["wug", "wug"], set())
+    with pytest.raises(DataError, match="3 lower-case letters: blicket, Dax"):
+        binding.check_nonce(["blicket", "wug", "Dax"], set())
 
 
-def test_vocabulary_order_round_trip_and_unknown_words(vocab):
-    # 46 fixed words (4 specials, 12 template, 10 digits, 20 nonce) and the corpus's 6 others
-    assert len(vocab) == 46 + 6 and vocab.words[:4] == binding.SPECIALS
-    assert vocab.words[46:] == ["to", "be", "not", "that", "the", "question"]
-    assert vocab.words.index("dax") < vocab.words.index("question")  # fixed words first, then the corpus's
-    ids = vocab.encode(["this", "is", "a", "dax", "zyzzyva"])
-    assert vocab.decode(ids) == "this is a dax <unk>"
+def test_vocabulary_order_round_trip_and_spelled_words(vocab):
+    fixed = len(binding.SPECIALS + binding.TEMPLATE + binding.DIGITS + binding.LETTERS)  # 4 + 12 + 10 + 26
+    assert len(vocab) == fixed + 6 and vocab.words[:4] == binding.SPECIALS
+    assert vocab.words[fixed:] == ["to", "be", "not", "that", "the", "question"]
+    ids = vocab.encode(["this", "is", "a", *binding.spell("dax"), ".", "zyzzyva"])
+    assert vocab.decode(ids) == "this is a dax . <unk>"  # letters join back into the word
     with pytest.raises(DataError, match="must exceed"):
-        binding.build_vocabulary(["to"] * 2000, 10, ["dax"])
+        binding.build_vocabulary(["to"] * 2000, 10)
 
 
-def test_episode_format_and_answer_by_hand(vocab):
+def test_episode_layout_and_answer_by_hand(vocab):
     generator = torch.Generator().manual_seed(0)
-    nonce, concepts = ["dax", "wug", "zorp"], binding.DIGITS
-    x, y = binding.binding_episodes(vocab, 6, 3, 2, nonce, concepts, generator)
-    assert x.shape == (6, 3 * 2 * 6 + 9) and y.shape == (6,)
-    for episode, answer in zip(x, y):
+    nonce = ["dax", "wug", "fep"]
+    e = binding.binding_episodes(vocab, 6, 3, 2, nonce, [1, 4, 7, 9], True, generator)
+    induction = 2 + 3 * 3 + 2 + 1  # answer with n1 , n2 or n3 .
+    sentence = binding.SLOT + 3 + 3 + 1  # <img> digit this is a n a m e .
+    assert e.slots.tolist() == [induction + i * sentence for i in range(6)] + [induction + 6 * sentence]
+    assert e.answer_at == e.slots[-1] + binding.SLOT + 8 + 3 and e.ids.shape == (6, e.answer_at + 4)
+    for episode, classes, answer in zip(e.ids, e.classes, e.answer):
         words = vocab.decode(episode).split()
-        sentences = [words[i : i + 6] for i in range(0, 36, 6)]
-        assert all(s[0] == "a" and s[2] == "is" and s[3] == "a" and s[5] == "." for s in sentences)
-        bound = {s[4]: s[1] for s in sentences}  # concept -> its nonce word
-        assert len(bound) == 3 and set(bound.values()) == set(nonce)  # 3 pairs, each shown twice
-        assert sorted(s[1] for s in sentences) == sorted(nonce * 2)
-        assert words[36:] == ["q", ":", "what", "is", "a", words[41], "?", "a", ":"]
-        assert vocab.words[int(answer)] == bound[words[41]]  # the answer is the query concept's name
+        assert words[:2] == ["answer", "with"] and words[3] == "," and words[5] == "or" and words[7] == "."
+        sentences = [words[8 + 7 * i : 15 + 7 * i] for i in range(6)]  # a decoded name is one word
+        assert all(s[0] == "<img>" and s[2:5] == ["this", "is", "a"] and s[6] == "." for s in sentences)
+        assert [binding.DIGITS.index(s[1]) for s in sentences] == classes[:-1].tolist()
+        bound = {s[1]: s[5] for s in sentences}  # class word -> its name
+        assert len(bound) == 3 and sorted(s[5] for s in sentences) == sorted(nonce * 2)
+        assert sorted([words[2], words[4], words[6]]) == sorted(nonce)  # the induction line names all three
+        query = words[50:]
+        assert query[0] == "<img>" and query[2:13] == "q : what is this ? a : this is a".split()
+        assert binding.DIGITS.index(query[1]) == classes[-1]
+        assert query[13:] == [bound[query[1]], "."] and vocab.decode(answer) == f"{bound[query[1]]} ."
+
+
+def test_real_names_are_the_class_words(vocab):
+    e = binding.binding_episodes(vocab, 4, 2, 1, None, [3, 5], False, torch.Generator().manual_seed(1))
+    for episode, classes in zip(e.ids, e.classes):
+        words = vocab.decode(episode).split()
+        assert words[:5] == ["<img>", binding.DIGITS[classes[0]], "this", "is", "a"]
+        assert words[-2:] == [binding.DIGITS[classes[-1]], "."]
 
 
 @pytest.mark.parametrize("ways, shots", [(2, 1), (3, 2), (5, 3)])
 def test_copying_the_last_name_scores_exactly_chance(vocab, ways, shots):
-    generator = torch.Generator().manual_seed(1)
-    x, y = binding.binding_episodes(
-        vocab, 10 * ways, ways, shots, binding.generated_nonce(9, set()), binding.DIGITS, generator
-    )
-    last_name = x[:, 6 * ways * shots - 5]  # the nonce word of the last support sentence
-    assert (last_name == y).float().mean().item() == pytest.approx(1 / ways)
+    e = binding.binding_episodes(
+        vocab, 10 * ways, ways, shots, binding.generated_nonce(9, set()), list(range(10)), False,
+        torch.Generator().manual_seed(1),
+    )  # fmt: skip
+    last_name = e.ids[:, e.slots[-2] + binding.SLOT + 3 : e.slots[-2] + binding.SLOT + 6]
+    assert (last_name == e.answer[:, :3]).all(-1).float().mean().item() == pytest.approx(1 / ways)
 
 
-def test_episodes_use_only_the_given_nonce_words_and_refuse_too_few(vocab):
-    generator = torch.Generator().manual_seed(2)
-    held_out = ["kiki", "bouba", "tufa"]
-    x, y = binding.binding_episodes(vocab, 30, 2, 1, held_out, binding.DIGITS, generator)
-    names = {vocab.words[int(i)] for i in x[:, 1::6][:, :2].flatten()} | {vocab.words[int(i)] for i in y}
+def test_episodes_use_only_the_given_names_and_refuse_too_few(vocab):
+    held_out = ["kik", "bub", "tuf"]
+    e = binding.binding_episodes(vocab, 30, 2, 1, held_out, list(range(10)), False, torch.Generator().manual_seed(2))
+    names = {vocab.decode(e.ids[b, s + 5 : s + 8]) for b in range(30) for s in e.slots[:-1].tolist()}
     assert names <= set(held_out)
-    with pytest.raises(DataError, match="3-way episodes need 3 nonce words"):
-        binding.binding_episodes(vocab, 4, 3, 1, held_out[:2], binding.DIGITS, generator)
+    with pytest.raises(DataError, match="3-way episodes need 3 names and classes"):
+        binding.binding_episodes(vocab, 4, 3, 1, held_out[:2], list(range(10)), False, torch.Generator())
+
+
+def test_exact_match_is_greedy_generation_decided_in_one_pass(vocab):
+    e = binding.binding_episodes(vocab, 2, 2, 1, ["dax", "wug"], [0, 1], False, torch.Generator().manual_seed(3))
+    logits = torch.zeros(2, e.ids.shape[1], len(vocab))
+    steps = torch.arange(e.answer_at - 1, e.answer_at + 3)
+    logits[:, steps] = torch.nn.functional.one_hot(e.answer, len(vocab)).float()  # the answer, step by step
+    assert binding.exact_match(logits, e).tolist() == [True, True]
+    logits[1, e.answer_at + 1, e.answer[1, 2]] = 0  # episode 1's third letter is no longer the argmax
+    assert binding.exact_match(logits, e).tolist() == [True, False]

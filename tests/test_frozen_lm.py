@@ -1,4 +1,5 @@
-"""The small LM that Frozen and Flamingo keep frozen (engramlab.models.frozen)."""
+"""The small LM that Frozen and Flamingo keep frozen, Frozen's prefix and Flamingo's vision side
+(engramlab.models.frozen)."""
 
 from __future__ import annotations
 
@@ -6,13 +7,23 @@ import pytest
 import torch
 
 from engramlab.config import resolve
-from engramlab.models.frozen import LanguageModel, LMConfig, fingerprint
+from engramlab.models.frozen import (
+    Flamingo,
+    GatedCrossAttention,
+    LanguageModel,
+    LMConfig,
+    PerceiverResampler,
+    VisualPrefix,
+    fingerprint,
+    latest_image_mask,
+)
 
 
-@pytest.fixture
-def lm():
+@pytest.fixture(params=["rotary", "learned"])
+def lm(request):
     torch.manual_seed(0)
-    return LanguageModel(LMConfig(layers=2, width=32, heads=4, mlp=64, context=16), vocab=50).eval()
+    cfg = LMConfig(layers=2, width=32, heads=4, mlp=64, context=16, positions=request.param)
+    return LanguageModel(cfg, vocab=50).eval()
 
 
 def test_logits_shape_and_causality(lm):
@@ -25,15 +36,28 @@ def test_logits_shape_and_causality(lm):
     assert not torch.allclose(lm(changed)[:, 6:], logits[:, 6:])
 
 
-def test_prefix_goes_first_and_the_hook_sees_every_block(lm):
-    ids, prefix = torch.randint(50, (2, 5)), torch.randn(2, 3, 32)
-    assert lm(ids, prefix=prefix).shape == (2, 8, 50)
+def test_injected_embeddings_replace_tokens_and_the_hook_sees_every_block(lm):
+    ids = torch.randint(50, (2, 8))
+    where, embeddings = torch.tensor([2, 3]), lm.tokens(ids[:, 2:4]).detach()
+    torch.testing.assert_close(lm(ids, inject=(where, embeddings)), lm(ids))  # the tokens' own embeddings
+    other = lm(ids, inject=(where, torch.randn(2, 2, 32)))
+    torch.testing.assert_close(other[:, :2], lm(ids)[:, :2])  # positions before the slot are untouched
+    assert not torch.allclose(other[:, 2:], lm(ids)[:, 2:])
     seen = []
     identity = lambda i, x: seen.append((i, x.shape)) or x
-    torch.testing.assert_close(lm(ids, before_block=identity), lm(ids))  # an identity hook changes nothing
-    assert seen == [(0, (2, 5, 32)), (1, (2, 5, 32))]
-    with pytest.raises(ValueError, match="sequence of 19 positions; the model's context is 16"):
-        lm(torch.randint(50, (1, 16)), prefix=prefix[:1])
+    torch.testing.assert_close(lm(ids, before_block=identity), lm(ids))
+    assert seen == [(0, (2, 8, 32)), (1, (2, 8, 32))]
+
+
+def test_a_learned_position_table_limits_the_context():
+    lm = LanguageModel(LMConfig(layers=1, width=32, heads=4, mlp=64, context=16, positions="learned"), vocab=50)
+    with pytest.raises(ValueError, match="sequence of 17 positions; the model's context is 16"):
+        lm(torch.randint(50, (1, 17)))
+
+
+def test_a_rotary_lm_has_no_position_table_and_no_length_limit():
+    lm = LanguageModel(LMConfig(layers=1, width=32, heads=4, mlp=64, context=16), vocab=50)
+    assert lm.positions is None and lm(torch.randint(50, (1, 40))).shape == (1, 40, 50)
 
 
 def test_fingerprint_sees_any_change_and_nothing_else(lm):
@@ -65,3 +89,50 @@ def test_the_lm_learns_a_fixed_next_word_rule():
         optimiser.step()
     test = (torch.arange(20)[:, None] + torch.arange(8)) % 20
     assert (lm(test).argmax(-1) == (test + 1) % 20).float().mean() > 0.9
+
+
+# --- the vision sides ------------------------------------------------------------------------
+
+
+def test_visual_prefix_shape_and_norm_matched_to_the_tokens():
+    prefix = VisualPrefix(width=32, n=2, channels=4, features=16, token_rms=0.5)
+    out = prefix(torch.rand(3, 1, 28, 28))
+    assert out.shape == (3, 2, 32)
+    # LayerNorm with gain 0.5 and zero bias: each embedding's RMS is 0.5
+    torch.testing.assert_close(out.pow(2).mean(-1).sqrt(), torch.full((3, 2), 0.5), atol=1e-3, rtol=0)
+
+
+def test_resampler_turns_any_number_of_features_into_its_latents():
+    resampler = PerceiverResampler(width=32, latents=5, depth=2, heads=4)
+    assert resampler(torch.randn(2, 49, 32)).shape == (2, 5, 32)
+    assert resampler(torch.randn(2, 3, 32)).shape == (2, 5, 32)
+
+
+def test_text_attends_only_to_the_latest_image():
+    mask, seen = latest_image_mask(torch.tensor([1, 4]), length=6, latents=2)
+    # positions 0: no image yet; 1-3: image 0 (keys 0, 1); 4-5: image 1 (keys 2, 3)
+    expected = torch.tensor([[0, 0, 0, 0], [1, 1, 0, 0], [1, 1, 0, 0], [1, 1, 0, 0], [0, 0, 1, 1], [0, 0, 1, 1]])
+    assert mask[0].long().tolist() == expected.tolist()
+    assert seen[0, :, 0].tolist() == [0, 1, 1, 1, 1, 1]
+
+
+def test_gated_cross_attention_is_the_identity_at_init_and_not_after():
+    block = GatedCrossAttention(width=32, heads=4)
+    y, media = torch.randn(2, 6, 32), torch.randn(2, 4, 32)
+    mask, seen = latest_image_mask(torch.tensor([1, 4]), 6, 2)
+    assert torch.equal(block(y, media, mask, seen), y)  # tanh(0) = 0: exactly y
+    with torch.no_grad():
+        block.alpha.fill_(1.0)
+    out = block(y, media, mask, seen)
+    assert torch.equal(out[:, 0], y[:, 0])  # no image before position 0: nothing to attend
+    assert not torch.allclose(out[:, 1:], y[:, 1:])
+    changed = media.clone()
+    changed[:, :2] += 1  # image 0 changes: positions 4-5 see only image 1
+    torch.testing.assert_close(block(y, changed, mask, seen)[:, 4:], out[:, 4:])
+
+
+def test_flamingo_equals_the_frozen_lm_at_initialisation(lm):
+    flamingo = Flamingo(lm, channels=4, latents=3).eval()
+    ids, slots, images = torch.randint(50, (2, 12)), torch.tensor([1, 6]), torch.rand(2, 2, 1, 28, 28)
+    assert (flamingo(ids, slots, images) - lm(ids)).abs().max() < 1e-6
+    assert all(block.alpha.item() == 0 and block.beta.item() == 0 for block in flamingo.xattn.values())

@@ -62,6 +62,11 @@ class Experiment:
         """Names of the models this experiment trains (each in its own sub-directory)."""
         raise NotImplementedError
 
+    def first_arms(self, cfg: Config) -> list[str]:
+        """Arms to train and evaluate before any other starts (the others may read their
+        checkpoints, e.g. Frozen's language model). Default: none."""
+        return []
+
     def build(self, cfg: Config, arm: str) -> nn.Module:
         """A fresh model whose ``forward(batch)`` returns ``(loss, logs)``."""
         raise NotImplementedError

@@ -140,8 +140,19 @@ def record_longer(exp: Experiment, cfg: Config, run_dir: Path, old_steps: int) -
 
 def train_arms(exp, cfg, run_dir, resume, workers, threads, device, progress) -> tuple[int, int]:
     """Train and evaluate the arms without a summary, the costliest first, in this process or in
-    ``workers`` processes; returns the workers and threads per worker used."""
+    ``workers`` processes; the experiment's :meth:`~Experiment.first_arms` (e.g. a language model the
+    others build on) are done before any other starts. Returns the workers and threads per worker
+    used by the last group."""
     pending = [arm for arm in exp.arms(cfg) if not (run_dir / arm / SUMMARY_NAME).exists()]
+    first = set(exp.first_arms(cfg))
+    used = (1, threads or 1)
+    for group in ([a for a in pending if a in first], [a for a in pending if a not in first]):
+        if group:
+            used = train_group(exp, cfg, run_dir, group, resume, workers, threads, device, progress)
+    return used
+
+
+def train_group(exp, cfg, run_dir, pending, resume, workers, threads, device, progress) -> tuple[int, int]:
     workers = max(1, min(workers, len(pending))) if not dist.is_distributed() else 1
     threads = threads or max(1, (os.cpu_count() or 1) // workers)
     jobs = sorted(pending, key=lambda arm: -exp.arm_cost(cfg, arm))

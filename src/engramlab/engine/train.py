@@ -80,10 +80,14 @@ def learning_rate(cfg: TrainConfig, step: int) -> float:
 
 
 def make_optimizer(model: nn.Module, cfg: TrainConfig) -> torch.optim.Optimizer:
+    """The optimizer over the model's parameters. A model may instead name the ones it trains, in
+    groups, with ``parameter_groups() -> [{"params": …, "lr_scale": s}, …]``: each group then
+    follows the schedule times its ``lr_scale`` (Frozen's fine-tuned LM at 1/30 of the lr)."""
+    params = model.parameter_groups() if hasattr(model, "parameter_groups") else model.parameters()
     if cfg.optimizer == "sgd":
-        return torch.optim.SGD(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
+        return torch.optim.SGD(params, lr=cfg.lr, weight_decay=cfg.weight_decay)
     kind = torch.optim.AdamW if cfg.optimizer == "adamw" else torch.optim.Adam
-    return kind(model.parameters(), lr=cfg.lr, betas=cfg.betas, weight_decay=cfg.weight_decay)
+    return kind(params, lr=cfg.lr, betas=cfg.betas, weight_decay=cfg.weight_decay)
 
 
 def to_device(batch: Any, device: torch.device) -> Any:
@@ -120,7 +124,7 @@ class GradientStepper(Stepper):
     def step(self, n: int) -> None:
         self.lr = learning_rate(self.cfg, n)
         for group in self.optimizer.param_groups:
-            group["lr"] = self.lr
+            group["lr"] = self.lr * group.get("lr_scale", 1.0)
         batch = to_device(self.sample(self.local_batch, self.generator), self.device)
         loss, logs = self.trained(batch)
         if not dist.all_true(bool(torch.isfinite(loss))):

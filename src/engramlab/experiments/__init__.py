@@ -8,7 +8,9 @@ its experiments (one file each), the code they share and their plots:
 - ``generalist/``: the Gato-style generalist and its transfer to held-out tasks;
 - ``evolution/``: the evolved learning rule and the evolving bacteria;
 - ``offline/``: offline RL on mixed-skill data (BC, filtered and return-conditioned BC, the
-  AlphaStar Unplugged recipe, IQL).
+  AlphaStar Unplugged recipe, IQL);
+- ``multimodal/``: Frozen and Flamingo (a frozen LM learns to see from captions and binds new
+  words to images in context).
 
 To register a new experiment, add one line to ``REGISTRY`` below.
 """
@@ -38,6 +40,7 @@ REGISTRY = Registry(
         "generalist-finetune": "engramlab.experiments.generalist.finetune",
         "evolved-rule": "engramlab.experiments.evolution.evolved_rule",
         "bacteria": "engramlab.experiments.evolution.bacteria",
+        "frozen": "engramlab.experiments.multimodal.frozen",
         "offline-rl": "engramlab.experiments.offline.offline_rl",
     }
 )

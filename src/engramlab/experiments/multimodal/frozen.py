@@ -1,0 +1,589 @@
+"""Frozen and Flamingo: a frozen language model learns to see from captions, then binds new words
+to images in its context, with no weight update.
+
+Papers: Tsimpoukelli et al. 2021, "Multimodal Few-Shot Learning with Frozen Language Models"
+(NeurIPS; the frozen LM, a vision encoder mapped to an n = 2 prefix, trained on captions only,
+§3; fast concept binding on open-ended miniImageNet, §4.3, Table 3); Alayrac et al. 2022,
+"Flamingo" (NeurIPS; Perceiver Resampler §2.1, gated cross-attention with tanh gates at 0 and
+text attending only to the latest image §2.2); Chan et al. 2022 (bursty sequences make in-context
+learning appear). Facts and numbers: ``../shared/reference/next-systems.md`` §1.
+
+Stages, one arm each (the LM first, then the others in parallel):
+
+- ``lm``: our own small LM (:mod:`engramlab.models.frozen`) pretrained on Shakespeare's plays and
+  text-only binding episodes in the evaluation's format (:mod:`engramlab.tasks.binding`) whose
+  nonce words come from one half of the nonce list; the other half is kept for evaluation. Its
+  own evaluation, with each image replaced by its class word, is the *text-only ceiling*.
+- ``<kind>-seed<s>``, trained on captions of MNIST digits only (``<image> this is a seven .``,
+  loss on the caption's tokens), about one epoch (Frozen: early stopping at about one epoch):
+
+  - ``frozen``: a small CNN -> linear -> n = 2 prefix embeddings, the LM frozen;
+  - ``flamingo``: the CNN's 7×7 feature map -> Perceiver Resampler -> a gated cross-attention
+    block in front of every frozen LM block;
+  - ``blind``: Frozen's prefix of a zero image (prefix tuning: the vision side cannot see);
+  - ``finetuned``: Frozen with the LM trained too, at ``vision.finetune_lr_scale`` of the lr;
+  - ``scratch``: Frozen's vision side and a *randomly initialised* LM, both trained on captions.
+
+Evaluation (never trained on; ``eval.episodes`` episodes per cell): open-ended fast binding,
+exact match of the greedy answer (three letters and ``.``), ``eval.ways``-way, ``eval.shots``
+inner-shots, with and without task induction, nonce words from the held-out half, each slot a
+different eval-pool image of its class, the query's position balanced so that copying the last
+name scores exactly chance; the same with the classes' real names; episodes of held-out classes
+that no caption named. A nearest-prototype classifier on the Frozen CNN's features (ANIL-like,
+no language) is reported with the ``frozen`` arms.
+
+Deviations from the papers are listed in ``deviations`` (and in the report and docs/frozen.md).
+"""
+
+from __future__ import annotations
+
+import functools
+import math
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any, Literal
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from pydantic import Field, field_validator, model_validator
+from torch import Tensor, nn
+
+from engramlab.config import Config
+from engramlab.engine.checkpoint import load_checkpoint
+from engramlab.engine.experiment import Experiment, PaperNumber
+from engramlab.engine.train import TrainConfig, train
+from engramlab.errors import ConfigError
+from engramlab.experiments.multimodal import plots
+from engramlab.models.frozen import Flamingo, LanguageModel, LMConfig, VisualPrefix, fingerprint
+from engramlab.tasks import binding
+from engramlab.tasks.mnist import load_mnist
+
+KINDS = ["frozen", "flamingo", "blind", "finetuned", "scratch"]
+EVAL_SEED = 1_000_000
+
+
+class DataConfig(Config):
+    corpus_dir: str = Field("../shared/data/shakespeare", description="directory of the plays (*.txt)")
+    mnist_dir: str = Field("../shared/data/mnist", description="MNIST in IDX format (t10k files)")
+    vocab_size: int = Field(3000, ge=100, description="words in the vocabulary (fixed words, then the most frequent)")
+    nonce_words: int = Field(
+        600, ge=20, description="nonce words made; every other one is for training, the rest held out for evaluation"
+    )
+    caption_images: int = Field(7000, ge=10, description="the first images of the file: captions for training")
+    caption_val: int = Field(1000, ge=10, description="the next images: held-out captions (learning curve)")
+    held_out_classes: list[int] = Field(
+        [7, 8, 9], description="digit classes no caption names (evaluated as unfamiliar categories)"
+    )
+
+    @field_validator("held_out_classes")
+    @classmethod
+    def _digits(cls, classes: list[int]) -> list[int]:
+        if any(c not in range(10) for c in classes) or len(set(classes)) != len(classes) or len(classes) > 8:
+            raise ValueError(f"{classes}: distinct digits 0-9, at least two left to caption")
+        return classes
+
+
+class PretrainConfig(Config):
+    """The LM's text: each update one batch of plays and one batch of episodes (Chan et al. 2022's
+    bursty sequences), of one shape drawn per update."""
+
+    play_tokens: int = Field(64, ge=8, description="tokens per window of the plays")
+    five_way_share: float = Field(0.3, ge=0, le=1, description="share of episode batches that are 5-way (else 2-way)")
+    max_shots: int = Field(5, ge=1, description="shots per 2-way episode: 1 to this (5-way: up to 3)")
+    real_name_share: float = Field(0.25, ge=0, le=1, description="share of episodes with the classes' own words")
+    induction_share: float = Field(0.5, ge=0, le=1, description="share of episodes opening with task induction")
+
+
+class VisionConfig(Config):
+    channels: int = Field(32, ge=1, description="CNN channels (the 7x7 map has twice as many)")
+    features: int = Field(128, ge=1, description="the CNN's pooled feature vector (Frozen's prefix input)")
+    prefix: int = Field(2, ge=1, le=binding.SLOT, description="Frozen's n visual embeddings (paper's best: 2)")
+    latents: int = Field(8, ge=1, description="Perceiver Resampler latents (Flamingo: 64)")
+    depth: int = Field(1, ge=1, description="Perceiver Resampler layers (Flamingo: 6)")
+    xattn_every: int = Field(1, ge=1, description="a gated cross-attention block in front of every k-th LM block")
+    finetune_lr_scale: float = Field(1 / 30, gt=0, le=1, description="the finetuned LM's lr / the vision lr")
+    train: TrainConfig = TrainConfig(
+        steps=220, batch_size=32, lr=3e-4, betas=(0.9, 0.95), log_every=20, eval_every=40, checkpoint_every=220
+    )
+
+
+class EvalConfig(Config):
+    episodes: int = Field(500, ge=1, description="episodes per cell (a multiple of 5 keeps the position balance)")
+    ways: list[int] = Field([2, 5], min_length=1, description="classes per episode")
+    shots: list[int] = Field([1, 3, 5], min_length=1, description="inner-shots: support images per class")
+    batch: int = Field(100, ge=1, description="episodes per forward pass")
+
+
+class FrozenConfig(Config):
+    seeds: list[int] = Field([0, 1, 2], min_length=1, description="vision-stage seeds (one arm per kind and seed)")
+    kinds: list[str] = Field(KINDS, min_length=1, description="vision sides trained: " + ", ".join(KINDS))
+    data: DataConfig = DataConfig()
+    lm: LMConfig = LMConfig()
+    text: PretrainConfig = PretrainConfig()
+    train: TrainConfig = TrainConfig(
+        steps=3000, batch_size=32, optimizer="adamw", lr=1e-3, weight_decay=0.01, warmup_steps=200,
+        decay="cosine", min_lr_ratio=0.1, log_every=100, eval_every=500, checkpoint_every=500,
+    )  # fmt: skip
+    vision: VisionConfig = VisionConfig()
+    eval: EvalConfig = EvalConfig()
+
+    @field_validator("kinds")
+    @classmethod
+    def _known(cls, names: list[str]) -> list[str]:
+        for name in names:
+            if name not in KINDS:
+                raise ValueError(f"unknown kind {name!r}; known: {', '.join(KINDS)}")
+        return names
+
+    @model_validator(mode="after")
+    def _fits(self):
+        longest = episode_length(max(self.eval.ways), max(self.eval.shots))
+        if self.lm.positions == "learned" and longest > self.lm.context:
+            raise ValueError(f"lm.context {self.lm.context} is shorter than the longest episode ({longest} tokens)")
+        if self.data.nonce_words // 2 < max(self.eval.ways):
+            raise ValueError(f"data.nonce_words {self.data.nonce_words}: too few for {max(self.eval.ways)}-way episodes")
+        return self
+
+
+def episode_length(ways: int, shots: int) -> int:
+    """Tokens of an episode with task induction and nonce names (binding_episodes' layout)."""
+    name = binding.NAME_LETTERS
+    induction = 3 + ways * name + (ways - 1)
+    return induction + ways * shots * (binding.SLOT + 4 + name) + binding.SLOT + 11 + name + 1
+
+
+# --------------------------------------------------------------------------------------------
+# data
+
+
+class Text:
+    """The plays as ids, the vocabulary, and the two halves of the nonce list."""
+
+    def __init__(self, cfg: DataConfig):
+        words = binding.read_corpus(cfg.corpus_dir)
+        self.vocab = binding.build_vocabulary(words, cfg.vocab_size)
+        self.plays = self.vocab.encode(words)
+        nonce = binding.generated_nonce(cfg.nonce_words, set(words))
+        binding.check_nonce(nonce, set(words))
+        self.train_nonce, self.test_nonce = nonce[0::2], nonce[1::2]
+
+
+class Images:
+    """MNIST's t10k file, split: captions for training, held-out captions, and the evaluation pool
+    (the rest), which no stage trains on; classes in ``held_out_classes`` have no captions."""
+
+    def __init__(self, cfg: DataConfig):
+        images, labels = load_mnist(cfg.mnist_dir)
+        first, second = cfg.caption_images, cfg.caption_images + cfg.caption_val
+        if second >= len(labels):
+            raise ConfigError(f"data.caption_images + data.caption_val = {second}: the file has {len(labels)} images")
+        captioned = ~torch.isin(labels, torch.tensor(cfg.held_out_classes, dtype=labels.dtype))
+        split = lambda lo, hi, keep: (images[lo:hi][keep[lo:hi]], labels[lo:hi][keep[lo:hi]])
+        self.train = split(0, first, captioned)
+        self.val = split(first, second, captioned)
+        self.pool = images[second:], labels[second:]
+        self.seen_classes = [c for c in range(10) if c not in cfg.held_out_classes]
+        self.held_out_classes = list(cfg.held_out_classes)
+
+
+def text_of(cfg: DataConfig) -> Text:
+    """Read once per process and data config."""
+    return _cached(Text, cfg.model_dump_json())
+
+
+def images_of(cfg: DataConfig) -> Images:
+    return _cached(Images, cfg.model_dump_json())
+
+
+@functools.lru_cache(maxsize=4)
+def _cached(kind: type, data_json: str):
+    return kind(DataConfig.model_validate_json(data_json))
+
+
+def draw_images(pool: tuple[Tensor, Tensor], classes: Tensor, generator: torch.Generator) -> Tensor:
+    """(B, S) classes -> (B, S, 1, 28, 28): for each episode, distinct images of each class (the
+    query is never one of its class's support images)."""
+    images, labels = pool
+    index = torch.empty_like(classes)
+    for c in classes.unique().tolist():
+        members = (labels == c).nonzero()[:, 0]
+        here = classes == c
+        occurrence = here.long().cumsum(1) - 1  # the k-th slot of class c in its episode takes image k
+        order = torch.rand(len(classes), len(members), generator=generator).argsort(-1)
+        index[here] = members[order.gather(1, occurrence.clamp(0, len(members) - 1))][here]
+    return images[index]
+
+
+def pretrain_sampler(cfg: FrozenConfig) -> Callable:
+    text, t = text_of(cfg.data), cfg.text
+    classes = list(range(10))
+
+    def sample(batch: int, generator: torch.Generator) -> tuple[Tensor, Tensor]:
+        start = torch.randint(len(text.plays) - t.play_tokens - 1, (batch,), generator=generator)
+        plays = text.plays[start[:, None] + torch.arange(t.play_tokens + 1)]
+        u = torch.rand(4, generator=generator).tolist()
+        ways = 5 if u[0] < t.five_way_share else 2
+        shots = 1 + int(u[1] * (t.max_shots if ways == 2 else min(3, t.max_shots)))
+        names = None if u[2] < t.real_name_share else text.train_nonce
+        episodes = binding.binding_episodes(
+            text.vocab, batch, ways, shots, names, classes, u[3] < t.induction_share, generator
+        )
+        return plays, episodes.ids
+
+    return sample
+
+
+def caption_ids(vocab: binding.Vocabulary, labels: Tensor) -> Tensor:
+    """``<img> <img> this is a <digit> .`` per label; the slot's two positions take the image."""
+    words = vocab.ids(["<img>", "<img>", "this", "is", "a"])
+    digit = vocab.ids(binding.DIGITS)[labels]
+    return torch.cat([words.expand(len(labels), -1), digit[:, None], vocab.ids(["."]).expand(len(labels), -1)], 1)
+
+
+def caption_sampler(cfg: FrozenConfig) -> Callable:
+    images, labels = images_of(cfg.data).train
+
+    def sample(batch: int, generator: torch.Generator) -> tuple[Tensor, Tensor]:
+        pick = torch.randint(len(labels), (batch,), generator=generator)
+        return images[pick], labels[pick]
+
+    return sample
+
+
+# --------------------------------------------------------------------------------------------
+# models
+
+
+class Pretraining(nn.Module):
+    """The LM's objective: next-word cross-entropy on a window of the plays plus on a batch of
+    binding episodes (every token counts, as Chan et al.'s sequences)."""
+
+    def __init__(self, lm: LanguageModel):
+        super().__init__()
+        self.lm = lm
+
+    def forward(self, batch: tuple[Tensor, Tensor]) -> tuple[Tensor, dict[str, float]]:
+        plays, episodes = batch
+        plays_loss = self.lm.loss(plays[:, :-1], plays[:, 1:])
+        episode_loss = self.lm.loss(episodes[:, :-1], episodes[:, 1:])
+        return plays_loss + episode_loss, {"loss": float(plays_loss + episode_loss), "plays_loss": float(plays_loss),
+                                           "episode_loss": float(episode_loss)}  # fmt: skip
+
+
+class Captioner(nn.Module):
+    """A vision side on an LM, trained on captions: ``forward((images, labels))`` is the caption
+    loss (the caption's tokens only, Frozen §3.2); :meth:`hidden` reads a binding episode whose
+    slots hold images. ``kind`` picks the vision side and whether the LM trains (see the module
+    docstring)."""
+
+    def __init__(self, kind: str, lm: LanguageModel, vocab: binding.Vocabulary, cfg: VisionConfig):
+        super().__init__()
+        self.kind, self.vocab = kind, vocab
+        self.lm_trains = kind in ("finetuned", "scratch")
+        self.lm = lm.requires_grad_(self.lm_trains)
+        self.lr_scale = cfg.finetune_lr_scale if kind == "finetuned" else 1.0
+        width = lm.cfg.width
+        if kind == "flamingo":
+            self.vision = Flamingo(lm, cfg.channels, cfg.latents, cfg.depth, cfg.xattn_every)
+        else:
+            self.vision = VisualPrefix(width, cfg.prefix, cfg.channels, cfg.features)
+            self.match_token_norm()
+
+    @torch.no_grad()
+    def match_token_norm(self) -> None:
+        """Set the prefix's LayerNorm gain to the LM's mean token-embedding RMS (call again after
+        the LM's weights are loaded)."""
+        if self.kind != "flamingo":
+            self.vision.norm.weight.fill_(float(self.lm.tokens.weight.pow(2).mean(-1).sqrt().mean()))
+
+    def parameter_groups(self) -> list[dict[str, Any]]:
+        vision = [p for n, p in self.named_parameters() if not n.startswith(("lm.", "vision.lm."))]
+        groups = [{"params": vision, "lr_scale": 1.0}]
+        if self.lm_trains:
+            groups.append({"params": list(self.lm.parameters()), "lr_scale": self.lr_scale})
+        return groups
+
+    def hidden(self, ids: Tensor, slots: Tensor, images: Tensor) -> Tensor:
+        """ids (B, T) whose image slots start at ``slots`` (S,), images (B, S, 1, 28, 28) ->
+        the LM's final hidden states (B, T, width)."""
+        if self.kind == "flamingo":
+            ids = ids.index_fill(1, slots + 1, self.vocab.index["<img>"])  # the class word is not shown
+            return self.vision.hidden(ids, slots, images)
+        if self.kind == "blind":
+            images = torch.zeros_like(images)
+        prefix = self.vision(images.flatten(0, 1))  # (B·S, n, width)
+        n = prefix.shape[1]
+        where = (slots[:, None] + torch.arange(binding.SLOT - n, binding.SLOT)).flatten()
+        ids = ids.index_fill(1, slots, self.vocab.index["<img>"]).index_fill(1, slots + 1, self.vocab.index["<img>"])
+        return self.lm.hidden(ids, inject=(where, prefix.unflatten(0, images.shape[:2]).flatten(1, 2)))
+
+    def forward(self, batch: tuple[Tensor, Tensor]) -> tuple[Tensor, dict[str, float]]:
+        images, labels = batch
+        loss = caption_loss(self, images, labels)
+        return loss, {"loss": float(loss)}
+
+
+def caption_loss(model: Captioner, images: Tensor, labels: Tensor) -> Tensor:
+    """Cross-entropy of ``this is a <digit> .`` after the image slot (the caption's 5 tokens)."""
+    ids = caption_ids(model.vocab, labels)
+    hidden = model.hidden(ids, torch.tensor([0]), images[:, None])
+    logits = model.lm.logits(hidden[:, binding.SLOT - 1 : -1])
+    return F.cross_entropy(logits.flatten(0, 1), ids[:, binding.SLOT :].flatten())
+
+
+# --------------------------------------------------------------------------------------------
+# evaluation
+
+
+def cells(cfg: FrozenConfig) -> list[tuple[str, int, int, bool]]:
+    """(condition, ways, shots, induction): every nonce cell, and the real-name and held-out-class
+    cells at 2-way with induction."""
+    out = [("nonce", w, s, i) for w in cfg.eval.ways for s in cfg.eval.shots for i in (True, False)]
+    out += [(c, 2, s, True) for c in ("real-names", "held-out-classes") for s in cfg.eval.shots]
+    return out
+
+
+def cell_name(condition: str, ways: int, shots: int, induction: bool) -> str:
+    return f"{condition}/{ways}way/{shots}shot" + ("" if induction else "/no-induction")
+
+
+def episodes_of(cfg: FrozenConfig, condition: str, ways: int, shots: int, induction: bool, batch: int, generator):
+    text, images = text_of(cfg.data), images_of(cfg.data)
+    names = None if condition == "real-names" else text.test_nonce
+    classes = images.held_out_classes if condition == "held-out-classes" else images.seen_classes
+    episodes = binding.binding_episodes(text.vocab, batch, ways, shots, names, classes, induction, generator)
+    return episodes, draw_images(images.pool, episodes.classes, generator)
+
+
+@torch.no_grad()
+def binding_accuracy(cfg: FrozenConfig, read: Callable[[binding.Episodes, Tensor], Tensor], condition, ways, shots,
+                     induction) -> list[bool]:  # fmt: skip
+    """Exact match of each of ``eval.episodes`` episodes; ``read(episodes, images)`` -> logits at
+    the answer's steps (B, A, vocab). The same episodes for every model (fixed seed per cell)."""
+    generator = torch.Generator().manual_seed(EVAL_SEED + 1000 * ways + 10 * shots + induction)
+    hits: list[bool] = []
+    remaining = cfg.eval.episodes
+    while remaining:
+        batch = min(cfg.eval.batch, remaining)
+        episodes, images = episodes_of(cfg, condition, ways, shots, induction, batch, generator)
+        predicted = read(episodes, images).argmax(-1)
+        hits += (predicted == episodes.answer).all(-1).tolist()
+        remaining -= batch
+    return hits
+
+
+def answer_window(episodes: binding.Episodes) -> slice:
+    """Positions whose next-token logits produce the answer (teacher forcing: see exact_match)."""
+    return slice(episodes.answer_at - 1, episodes.answer_at - 1 + episodes.answer.shape[1])
+
+
+def text_reader(lm: LanguageModel) -> Callable:
+    """The text-only ceiling: each image replaced by its class word (the slot's tokens as they are)."""
+    return lambda episodes, images: lm.logits(lm.hidden(episodes.ids)[:, answer_window(episodes)])
+
+
+def image_reader(model: Captioner) -> Callable:
+    return lambda episodes, images: model.lm.logits(
+        model.hidden(episodes.ids, episodes.slots, images)[:, answer_window(episodes)]
+    )
+
+
+@torch.no_grad()
+def prototype_accuracy(cfg: FrozenConfig, model: Captioner, ways: int, shots: int) -> float:
+    """Nearest class mean of the support images' CNN features (cosine), no language: an ANIL-like
+    reference (Frozen Table 3's meta-learned baselines). Same episodes as the nonce cells."""
+    generator = torch.Generator().manual_seed(EVAL_SEED + 1000 * ways + 10 * shots + 1)
+    episodes, images = episodes_of(cfg, "nonce", ways, shots, True, cfg.eval.episodes, generator)
+    _, features = model.vision.encoder(images.flatten(0, 1))
+    features = F.normalize(features.unflatten(0, images.shape[:2]), dim=-1)  # (B, S, F)
+    support, query = features[:, :-1], features[:, -1]
+    classes = episodes.classes
+    same = classes[:, :-1, None] == classes[:, None, :-1]  # (B, S-1, S-1) support i, j of one class
+    prototypes = (same.float() @ support) / same.sum(-1, keepdim=True)  # each support's class mean
+    score = (prototypes @ query[..., None])[..., 0]  # (B, S-1)
+    best = score.argmax(-1)
+    return float((classes[:, :-1].gather(1, best[:, None])[:, 0] == classes[:, -1]).float().mean())
+
+
+# --------------------------------------------------------------------------------------------
+# the experiment
+
+
+def parse_arm(arm: str) -> tuple[str, int | None]:
+    if arm == "lm":
+        return "lm", None
+    kind, seed = arm.rsplit("-seed", 1)
+    return kind, int(seed)
+
+
+class FrozenExperiment(Experiment):
+    name = "frozen"
+    description = "Frozen and Flamingo: a frozen LM learns to see from captions and binds new words to images"
+    Config = FrozenConfig
+    presets = {
+        "quick": {},
+        "paper": {
+            "seeds": [0, 1, 2, 3, 4],
+            "lm": {"layers": 6, "width": 256, "heads": 8, "mlp": 1024},
+            "train": {"steps": 20_000, "batch_size": 64},
+            "vision": {"latents": 64, "depth": 2, "train": {"steps": 1800, "batch_size": 128, "eval_every": 200,
+                                                             "checkpoint_every": 600}},  # fmt: skip
+            "data": {"caption_images": 8000, "caption_val": 500},
+        },
+    }
+    deviations = {
+        "quick": [
+            "LM: our own {cfg.lm.layers}-layer, width-{cfg.lm.width} transformer, {cfg.train.steps:k} updates on "
+            "Shakespeare plus text-only binding episodes (Frozen: a 7B LM trained on C4 alone)",
+        ],
+        "paper": [
+            "LM: our own {cfg.lm.layers}-layer, width-{cfg.lm.width} transformer, {cfg.train.steps:k} updates on "
+            "Shakespeare plus text-only binding episodes (Frozen: a 7B LM trained on C4 alone)",
+        ],
+    }
+    for preset in ("quick", "paper"):
+        deviations[preset] += [
+            "images: MNIST digits, {cfg.vision.channels}-channel 3-layer CNN (Frozen: miniImageNet, NF-ResNet-50; "
+            "Flamingo: NFNet-F6)",
+            "nonce names are spelled letter by letter, three letters each (Frozen: whole nonsense words)",
+            "Frozen's prefix passes a LayerNorm scaled to the token embeddings' norm (paper: linear only)",
+            "captions: {cfg.vision.train.steps} updates of {cfg.vision.train.batch_size}, about one epoch, no "
+            "early-stopping selection (Frozen stopped at about one epoch; held-out caption loss is recorded)",
+            "Perceiver Resampler: {cfg.vision.latents} latents, {cfg.vision.depth} layer(s) (Flamingo: 64, 6)",
+            "rotary positions in the LM (Frozen's LM: a 7B transformer; the probe for this choice is in docs)",
+        ]
+    paper = [
+        PaperNumber(
+            "frozen/nonce/2way/1shot", "Frozen, 2-way, 1 inner-shot", 53.4,
+            "open-ended miniImageNet with task induction, exact match; chance 50 %", "Tsimpoukelli et al. 2021, Table 3",
+        ),
+        PaperNumber(
+            "frozen/nonce/2way/5shot", "Frozen, 2-way, 5 inner-shots", 58.9,
+            "open-ended miniImageNet with task induction", "Tsimpoukelli et al. 2021, Table 3",
+        ),
+        PaperNumber(
+            "frozen/nonce/5way/1shot", "Frozen, 5-way, 1 inner-shot", 20.2,
+            "chance 20 %: 'beyond the current limits'", "Tsimpoukelli et al. 2021, Table 3",
+        ),
+        PaperNumber(
+            "frozen/nonce/5way/3shot", "Frozen, 5-way, 3 inner-shots", 22.3, "", "Tsimpoukelli et al. 2021, Table 3",
+        ),
+    ]  # fmt: skip
+
+    def prepare(self, cfg: FrozenConfig) -> FrozenConfig:
+        text_of(cfg.data), images_of(cfg.data)  # a missing corpus or MNIST file is refused before the run
+        return cfg
+
+    def arms(self, cfg: FrozenConfig) -> list[str]:
+        if len(set(cfg.seeds)) != len(cfg.seeds):
+            raise ConfigError(f"seeds {cfg.seeds}: each seed once")
+        return ["lm"] + [f"{kind}-seed{seed}" for kind in cfg.kinds for seed in cfg.seeds]
+
+    def first_arms(self, cfg: FrozenConfig) -> list[str]:
+        return ["lm"]
+
+    def new_lm(self, cfg: FrozenConfig) -> LanguageModel:
+        return LanguageModel(cfg.lm, len(text_of(cfg.data).vocab))
+
+    def build(self, cfg: FrozenConfig, arm: str) -> nn.Module:
+        kind, seed = parse_arm(arm)
+        torch.manual_seed(cfg.seeds[0] if seed is None else seed)
+        lm = self.new_lm(cfg)
+        if kind == "lm":
+            return Pretraining(lm)
+        return Captioner(kind, lm, text_of(cfg.data).vocab, cfg.vision)
+
+    def fit(self, cfg: FrozenConfig, arm: str, model: nn.Module, directory: Path, *, progress, resume, device):
+        kind, seed = parse_arm(arm)
+        if kind == "lm":
+            return train(model, pretrain_sampler(cfg), cfg.train, directory, seed=cfg.seeds[0],
+                         monitor=self.lm_monitor(cfg), progress=progress, resume=resume, device=device)  # fmt: skip
+        if kind != "scratch":  # the pretrained LM, read from its arm (trained first)
+            state = load_checkpoint(directory.parent / "lm" / "checkpoint.safetensors", with_state=False).model
+            model.lm.load_state_dict({k.removeprefix("lm."): v for k, v in state.items()})
+            model.match_token_norm()
+        return train(model, caption_sampler(cfg), cfg.vision.train, directory, seed=seed,
+                     monitor=self.caption_monitor(cfg), progress=progress, resume=resume, device=device)  # fmt: skip
+
+    def lm_monitor(self, cfg: FrozenConfig) -> Callable:
+        """Text-only binding (held-out nonce words, 2-way, 1 and 5 shots, 100 episodes) and the
+        plays' loss on fixed windows: the LM's learning curves."""
+        text = text_of(cfg.data)
+        small = cfg.model_copy(update={"eval": cfg.eval.model_copy(update={"episodes": 100})})
+        windows = text.plays[torch.arange(0, 64 * 129, 129)[:, None] + torch.arange(cfg.text.play_tokens + 1)]
+
+        @torch.no_grad()
+        def measure(model: Pretraining) -> dict[str, float]:
+            lm = model.lm
+            out = {f"eval/text_2way_{s}shot_accuracy": float(np.mean(binding_accuracy(small, text_reader(lm), "nonce", 2, s, True)))
+                   for s in (1, 5)}  # fmt: skip
+            out["eval/plays_loss"] = float(lm.loss(windows[:, :-1], windows[:, 1:]))
+            return out
+
+        return measure
+
+    def caption_monitor(self, cfg: FrozenConfig) -> Callable:
+        """Held-out captions: loss and exact-match caption accuracy (greedy digit word)."""
+        images, labels = images_of(cfg.data).val
+
+        @torch.no_grad()
+        def measure(model: Captioner) -> dict[str, float]:
+            ids = caption_ids(model.vocab, labels)
+            hidden = model.hidden(ids, torch.tensor([0]), images[:, None])
+            logits = model.lm.logits(hidden[:, binding.SLOT - 1 : -1])
+            loss = F.cross_entropy(logits.flatten(0, 1), ids[:, binding.SLOT :].flatten())
+            word = logits[:, -2].argmax(-1) == ids[:, -2]
+            return {"eval/caption_loss": float(loss), "eval/caption_accuracy": float(word.float().mean())}
+
+        return measure
+
+    # --- the one evaluation path ---------------------------------------------------------
+    def evaluate(self, cfg: FrozenConfig, arm: str, model: nn.Module) -> dict[str, Any]:
+        kind, _ = parse_arm(arm)
+        read = text_reader(model.lm) if kind == "lm" else image_reader(model)
+        results: dict[str, Any] = {"cells": {}, "lm_fingerprint": fingerprint(model.lm)}
+        for condition, ways, shots, induction in cells(cfg):
+            hits = binding_accuracy(cfg, read, condition, ways, shots, induction)
+            results["cells"][cell_name(condition, ways, shots, induction)] = hits
+        if kind == "frozen":
+            results["prototype"] = {f"{w}way/{s}shot": prototype_accuracy(cfg, model, w, s)
+                                    for w in cfg.eval.ways for s in cfg.eval.shots}  # fmt: skip
+        return results
+
+    def summarize(self, cfg: FrozenConfig, results: dict[str, dict[str, Any]]) -> dict[str, float]:
+        """Per kind and cell: accuracy (%) pooled over seeds and episodes, its std over seeds and a
+        95 % interval over all episodes (normal approximation); ``text/...`` is the LM's ceiling."""
+        metrics: dict[str, float] = {}
+        by_kind: dict[str, list[dict[str, Any]]] = {}
+        for arm, r in results.items():
+            kind, _ = parse_arm(arm)
+            by_kind.setdefault("text" if kind == "lm" else kind, []).append(r)
+        for kind, runs in by_kind.items():
+            for cell in runs[0]["cells"]:
+                per_seed = [100 * float(np.mean(r["cells"][cell])) for r in runs]
+                pooled = np.concatenate([np.asarray(r["cells"][cell], dtype=float) for r in runs])
+                mean = 100 * pooled.mean()
+                half = 100 * 1.96 * math.sqrt(max(pooled.mean() * (1 - pooled.mean()), 1e-12) / len(pooled))
+                metrics[f"{kind}/{cell}"] = float(mean)
+                metrics[f"{kind}/{cell}/std"] = float(np.std(per_seed))
+                metrics[f"{kind}/{cell}/ci_low"], metrics[f"{kind}/{cell}/ci_high"] = mean - half, mean + half
+            if "prototype" in runs[0]:
+                for cell in runs[0]["prototype"]:
+                    metrics[f"prototype/{cell}"] = float(100 * np.mean([r["prototype"][cell] for r in runs]))
+            if kind in ("frozen", "flamingo", "blind") and "lm" in results:  # Frozen's premise, checked
+                same = all(r["lm_fingerprint"] == results["lm"]["lm_fingerprint"] for r in runs)
+                metrics[f"{kind}/lm_unchanged"] = float(same)
+        return metrics
+
+    def plot(self, cfg: FrozenConfig, results: dict[str, dict[str, Any]], run_dir: Path, out_dir: Path):
+        return plots.all_plots(cfg, self.summarize(cfg, results), run_dir, out_dir)
+
+    def seed_of(self, cfg: FrozenConfig) -> int:
+        return int(cfg.seeds[0])
+
+    def arm_cost(self, cfg: FrozenConfig, arm: str) -> float:
+        return {"lm": 100.0, "flamingo": 3.0, "scratch": 2.0, "finetuned": 2.0}.get(parse_arm(arm)[0], 1.0)
+
+
+EXPERIMENT = FrozenExperiment()

@@ -1,0 +1,74 @@
+"""Plots of the Frozen/Flamingo experiment: fast-binding accuracy against inner-shots for every
+model beside the text-only ceiling and chance (Frozen Table 3's rows as lines), one panel per
+condition; and the learning curves of the LM (text binding, plays loss) and of the vision sides
+(held-out caption loss)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from engramlab.engine.plots import color, learning_curves, plt, save
+
+ORDER = ["text", "frozen", "flamingo", "finetuned", "blind", "scratch", "prototype"]
+LABELS = {"text": "text-only ceiling (LM, class words)", "prototype": "nearest prototype (CNN features)"}
+
+
+def all_plots(cfg, metrics: dict[str, float], run_dir: Path, out_dir: Path) -> list[Path]:
+    paths = [accuracy_vs_shots(cfg, metrics, out_dir / "binding-vs-shots.png")]
+    paths.append(
+        learning_curves(
+            run_dir, ["lm"],
+            [("text-only binding, 2-way (held-out nonce)", [("eval/text_2way_1shot_accuracy", "-", " 1 shot"),
+                                                           ("eval/text_2way_5shot_accuracy", "--", " 5 shots")]),
+             ("plays: next-word loss", [("eval/plays_loss", "-", "")])],
+            out_dir / "lm-curves.png",
+        )
+    )  # fmt: skip
+    arms = [f"{kind}-seed{cfg.seeds[0]}" for kind in cfg.kinds]
+    paths.append(
+        learning_curves(
+            run_dir, arms,
+            [("held-out caption loss", [("eval/caption_loss", "-", "")]),
+             ("held-out caption accuracy (digit word)", [("eval/caption_accuracy", "-", "")])],
+            out_dir / "caption-curves.png",
+        )
+    )  # fmt: skip
+    return paths
+
+
+def accuracy_vs_shots(cfg, metrics: dict[str, float], path: Path) -> Path:
+    panels = [(f"nonce/{w}way", True, f"{w}-way, task induction") for w in cfg.eval.ways]
+    panels += [(f"nonce/{w}way", False, f"{w}-way, no task induction") for w in cfg.eval.ways]
+    panels += [("real-names/2way", True, "2-way, real names"), ("held-out-classes/2way", True, "2-way, held-out classes")]
+    fig, axes = plt.subplots(2, (len(panels) + 1) // 2, figsize=(4.2 * ((len(panels) + 1) // 2), 7), squeeze=False)
+    shots = cfg.eval.shots
+    for ax, (prefix, induction, title) in zip(axes.flatten(), panels):
+        ways = int(prefix.split("/")[1].removesuffix("way"))
+        suffix = "" if induction else "/no-induction"
+        for i, kind in enumerate(ORDER):
+            if kind == "prototype":
+                key = lambda s: f"prototype/{ways}way/{s}shot"
+                if not (prefix.startswith("nonce") and induction):
+                    continue
+            else:
+                key = lambda s, kind=kind: f"{kind}/{prefix}/{s}shot{suffix}"
+            values = [metrics.get(key(s)) for s in shots]
+            if any(v is None for v in values):
+                continue
+            errors = [metrics.get(key(s) + "/std", 0.0) for s in shots]
+            style = "--" if kind in ("text", "prototype") else "-"
+            ax.errorbar(shots, values, yerr=errors, fmt=style + "o", color=color(kind, i), label=LABELS.get(kind, kind),
+                        capsize=3, lw=1.4, ms=4)  # fmt: skip
+        ax.axhline(100 / ways, color="grey", lw=1, ls=":", label="chance")
+        ax.set_title(title, fontsize=10)
+        ax.set_xlabel("inner-shots")
+        ax.set_ylabel("exact match (%)")
+        ax.set_xticks(shots)
+        ax.set_ylim(0, 102)
+        ax.grid(alpha=0.3)
+    for ax in axes.flatten()[len(panels) :]:
+        ax.axis("off")
+    axes.flatten()[0].legend(fontsize=7, loc="lower right")
+    fig.suptitle("Fast concept binding (mean over seeds, bars: std over seeds)")
+    fig.tight_layout()
+    return save(fig, path)
