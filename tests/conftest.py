@@ -49,12 +49,15 @@ def sets(*overrides: str) -> list[str]:
     return [arg for override in overrides for arg in ("--set", override)]
 
 
-def write_digits(directory, count: int = 60) -> None:
-    """An MNIST-format test set of `count` images: digit d is a bright bar at row 2d (learnable)."""
+def write_digits(directory, count: int = 60, marked: bool = False) -> None:
+    """An MNIST-format test set of `count` images: digit d is a bright bar at row 2d (learnable);
+    ``marked``: each image also carries its index in binary on the last row (all distinct)."""
     images = np.zeros((count, 28, 28), dtype=np.uint8)
     labels = np.arange(count, dtype=np.uint8) % 10
     for i, d in enumerate(labels):
         images[i, 2 * d : 2 * d + 3] = 255
+        if marked:
+            images[i, 27, :16] = [128 * ((i >> bit) & 1) for bit in range(16)]
     header = lambda magic, dims: magic.to_bytes(4, "big") + b"".join(d.to_bytes(4, "big") for d in dims)  # noqa: E731
     pixels = header(2051, [count, 28, 28]) + images.tobytes()
     (directory / "t10k-images-idx3-ubyte.gz").write_bytes(gzip.compress(pixels))

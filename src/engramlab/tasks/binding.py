@@ -48,9 +48,9 @@ TEMPLATE = ["a", "is", "this", "q", ":", "what", "?", ".", "answer", "with", "or
 LETTERS = [f"#{c}" for c in string.ascii_lowercase]  # the spelling of nonce words
 NAME_LETTERS = 3
 # the three-letter nonce words of the developmental-psychology literature Frozen borrows (dax, wug),
-# then generated consonant–vowel–consonant strings
+# then generated three-letter strings
 CLASSIC_NONCE = ["dax", "wug", "fep", "tup", "zib"]
-UNFIT = {"fag", "fuk", "nig"}  # generated strings that read as slurs
+UNFIT = {"fag", "fuk", "nig", "kkk", "cum", "fck", "sex", "xxx"}  # generated strings that read as slurs
 SLOT = 2  # positions per image: <img> and the class word, or Frozen's n = 2 visual embeddings
 
 
@@ -78,14 +78,19 @@ def read_corpus(directory: str | Path) -> list[str]:
 
 
 def generated_nonce(count: int, exclude: set[str]) -> list[str]:
-    """``count`` pronounceable three-letter nonce words: the classic ones, then consonant–vowel–
-    consonant strings in a fixed shuffled order (so that both halves of a list use every letter
-    alike), skipping every word in ``exclude`` (the corpus's words)."""
-    consonants, vowels = "bdfgklmnprstvz", "aeiou"
-    cvc = ["".join(p) for p in itertools.product(consonants, vowels, consonants)]
-    random.Random(0).shuffle(cvc)
+    """``count`` three-letter nonce words: the classic ones, then every other lower-case
+    three-letter string in a fixed shuffled order, skipping every word in ``exclude`` (the
+    corpus's words).
+
+    The list is long on purpose: the training half's names must be too many to memorise, so
+    that the LM learns to *copy* a name from its context rather than to recall a likely one
+    (Chan et al. 2022: with few, often repeated items, in-weights learning wins over in-context
+    learning; with 300 training names, held-out binding stayed at 15 % in our probe)."""
+    letters = string.ascii_lowercase
+    strings = ["".join(p) for p in itertools.product(letters, repeat=NAME_LETTERS)]
+    random.Random(0).shuffle(strings)
     found: dict[str, None] = {}  # ordered, and a set for the membership test
-    for word in itertools.chain(CLASSIC_NONCE, cvc):
+    for word in itertools.chain(CLASSIC_NONCE, strings):
         if word not in exclude and word not in found and word not in UNFIT:
             found[word] = None
             if len(found) == count:

@@ -68,7 +68,7 @@ class DataConfig(Config):
     mnist_dir: str = Field("../shared/data/mnist", description="MNIST in IDX format (t10k files)")
     vocab_size: int = Field(3000, ge=100, description="words in the vocabulary (fixed words, then the most frequent)")
     nonce_words: int = Field(
-        600, ge=20, description="nonce words made; every other one is for training, the rest held out for evaluation"
+        16_000, ge=20, description="nonce words made; every other one is for training, the rest held out for evaluation"
     )
     caption_images: int = Field(7000, ge=10, description="the first images of the file: captions for training")
     caption_val: int = Field(1000, ge=10, description="the next images: held-out captions (learning curve)")
@@ -158,12 +158,15 @@ def episode_length(ways: int, shots: int) -> int:
 
 
 class Text:
-    """The plays as ids, the vocabulary, and the two halves of the nonce list."""
+    """The plays as ids (the last 5 % held out for the LM's validation loss), the vocabulary, and
+    the two halves of the nonce list."""
 
     def __init__(self, cfg: DataConfig):
         words = binding.read_corpus(cfg.corpus_dir)
         self.vocab = binding.build_vocabulary(words, cfg.vocab_size)
-        self.plays = self.vocab.encode(words)
+        ids = self.vocab.encode(words)
+        cut = int(0.95 * len(ids))
+        self.plays, self.val_plays = ids[:cut], ids[cut:]
         nonce = binding.generated_nonce(cfg.nonce_words, set(words))
         binding.check_nonce(nonce, set(words))
         self.train_nonce, self.test_nonce = nonce[0::2], nonce[1::2]
@@ -267,8 +270,9 @@ class Pretraining(nn.Module):
         plays, episodes = batch
         plays_loss = self.lm.loss(plays[:, :-1], plays[:, 1:])
         episode_loss = self.lm.loss(episodes[:, :-1], episodes[:, 1:])
-        return plays_loss + episode_loss, {"loss": float(plays_loss + episode_loss), "plays_loss": float(plays_loss),
-                                           "episode_loss": float(episode_loss)}  # fmt: skip
+        loss = plays_loss + episode_loss
+        return loss, {"loss": loss.item(), "plays_loss": plays_loss.item(),
+                      "episode_loss": episode_loss.item()}  # fmt: skip
 
 
 class Captioner(nn.Module):
@@ -321,7 +325,7 @@ class Captioner(nn.Module):
     def forward(self, batch: tuple[Tensor, Tensor]) -> tuple[Tensor, dict[str, float]]:
         images, labels = batch
         loss = caption_loss(self, images, labels)
-        return loss, {"loss": float(loss)}
+        return loss, {"loss": loss.item()}
 
 
 def caption_loss(model: Captioner, images: Tensor, labels: Tensor) -> Tensor:
@@ -406,6 +410,16 @@ def prototype_accuracy(cfg: FrozenConfig, model: Captioner, ways: int, shots: in
     return float((classes[:, :-1].gather(1, best[:, None])[:, 0] == classes[:, -1]).float().mean())
 
 
+@torch.no_grad()
+def greedy_answer(model: Captioner, episodes: binding.Episodes, images: Tensor, steps: int) -> Tensor:
+    """The first episode's answer, generated greedily token by token after the query."""
+    ids = episodes.ids[:1, : episodes.answer_at]
+    for _ in range(steps):
+        logits = model.lm.logits(model.hidden(ids, episodes.slots, images[:1])[:, -1])
+        ids = torch.cat([ids, logits.argmax(-1, keepdim=True)], 1)
+    return ids[0, episodes.answer_at :]
+
+
 # --------------------------------------------------------------------------------------------
 # the experiment
 
@@ -446,7 +460,8 @@ class FrozenExperiment(Experiment):
         deviations[preset] += [
             "images: MNIST digits, {cfg.vision.channels}-channel 3-layer CNN (Frozen: miniImageNet, NF-ResNet-50; "
             "Flamingo: NFNet-F6)",
-            "nonce names are spelled letter by letter, three letters each (Frozen: whole nonsense words)",
+            "nonce names are three letters spelled one token each, from {cfg.data.nonce_words:,} strings split in "
+            "halves (Frozen: whole nonsense words such as 'dax' and 'blicket')",
             "Frozen's prefix passes a LayerNorm scaled to the token embeddings' norm (paper: linear only)",
             "captions: {cfg.vision.train.steps} updates of {cfg.vision.train.batch_size}, about one epoch, no "
             "early-stopping selection (Frozen stopped at about one epoch; held-out caption loss is recorded)",
@@ -508,10 +523,12 @@ class FrozenExperiment(Experiment):
 
     def lm_monitor(self, cfg: FrozenConfig) -> Callable:
         """Text-only binding (held-out nonce words, 2-way, 1 and 5 shots, 100 episodes) and the
-        plays' loss on fixed windows: the LM's learning curves."""
+        loss on 64 windows of the held-out plays: the LM's learning curves."""
         text = text_of(cfg.data)
         small = cfg.model_copy(update={"eval": cfg.eval.model_copy(update={"episodes": 100})})
-        windows = text.plays[torch.arange(0, 64 * 129, 129)[:, None] + torch.arange(cfg.text.play_tokens + 1)]
+        length = cfg.text.play_tokens + 1
+        starts = torch.linspace(0, len(text.val_plays) - length, 64).long()
+        windows = text.val_plays[starts[:, None] + torch.arange(length)]
 
         @torch.no_grad()
         def measure(model: Pretraining) -> dict[str, float]:
@@ -550,6 +567,22 @@ class FrozenExperiment(Experiment):
             results["prototype"] = {f"{w}way/{s}shot": prototype_accuracy(cfg, model, w, s)
                                     for w in cfg.eval.ways for s in cfg.eval.shots}  # fmt: skip
         return results
+
+    def record(self, cfg: FrozenConfig, arm: str, model: nn.Module, out_dir: Path) -> list[Path]:
+        """For the first seed of Frozen and Flamingo: one held-out 2-way, 3-shot episode with task
+        induction, and the answer the model generates greedily."""
+        kind, seed = parse_arm(arm)
+        if kind not in ("frozen", "flamingo") or seed != cfg.seeds[0]:
+            return []
+        vocab = text_of(cfg.data).vocab
+        episodes, images = episodes_of(cfg, "nonce", 2, 3, True, 1, torch.Generator().manual_seed(EVAL_SEED))
+        answer = greedy_answer(model, episodes, images, steps=episodes.answer.shape[1])
+        ids, slots = episodes.ids[0], episodes.slots.tolist()
+        ends = slots[1:] + [episodes.answer_at]
+        captions = [vocab.decode(ids[s + binding.SLOT : e]) for s, e in zip(slots, ends)]
+        prompt = vocab.decode(ids[: slots[0]])
+        return [plots.episode_figure(images[0], captions, prompt, vocab.decode(answer), vocab.decode(episodes.answer[0]),
+                                     out_dir / f"episode-{kind}.png")]  # fmt: skip
 
     def summarize(self, cfg: FrozenConfig, results: dict[str, dict[str, Any]]) -> dict[str, float]:
         """Per kind and cell: accuracy (%) pooled over seeds and episodes, its std over seeds and a

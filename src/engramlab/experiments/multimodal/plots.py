@@ -72,3 +72,19 @@ def accuracy_vs_shots(cfg, metrics: dict[str, float], path: Path) -> Path:
     fig.suptitle("Fast concept binding (mean over seeds, bars: std over seeds)")
     fig.tight_layout()
     return save(fig, path)
+
+
+def episode_figure(images, captions: list[str], prompt: str, answer: str, truth: str, path: Path) -> Path:
+    """One episode as the model saw it: each image with the text that follows it, and the
+    model's greedy answer to the last one beside the right answer."""
+    fig, axes = plt.subplots(1, len(images), figsize=(1.9 * len(images), 2.8), squeeze=False)
+    for ax, image, caption in zip(axes[0], images, captions):
+        ax.imshow(image.squeeze(0).numpy(), cmap="gray_r")
+        ax.set_xticks([])
+        ax.set_yticks([])
+        ax.set_xlabel(caption, fontsize=8, wrap=True)
+    mark = "right" if answer == truth else f"wrong; the answer is '{truth}'"
+    axes[0][-1].set_title(f"model: '{answer}' ({mark})", fontsize=8, color="green" if answer == truth else "red")
+    fig.suptitle(prompt, fontsize=9)
+    fig.tight_layout()
+    return save(fig, path)

@@ -1,0 +1,146 @@
+"""The Frozen/Flamingo experiment: its stages, the frozen LM's bit-identity, its evaluation
+cells and its errors (engramlab.experiments.multimodal.frozen)."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+from conftest import write_digits
+
+from engramlab.cli import main
+from engramlab.config import resolve
+from engramlab.engine.rundir import read_json
+from engramlab.engine.runner import run_experiment
+from engramlab.errors import ConfigError
+from engramlab.experiments.multimodal import frozen
+from engramlab.experiments.multimodal.frozen import EXPERIMENT, FrozenConfig
+from engramlab.models.frozen import fingerprint
+from engramlab.tasks import binding
+
+WORDS = "the king is dead long live the king and all his men say so to be or not ".split()
+
+
+@pytest.fixture
+def data(tmp_path):
+    (tmp_path / "plays").mkdir()
+    (tmp_path / "plays" / "play.txt").write_text(" ".join(WORDS * 80))
+    (tmp_path / "mnist").mkdir()
+    write_digits(tmp_path / "mnist", count=400, marked=True)
+    return tmp_path
+
+
+def tiny(data, *more: str) -> list[str]:
+    return [
+        f"data.corpus_dir={data / 'plays'}", f"data.mnist_dir={data / 'mnist'}", "data.vocab_size=100",
+        "data.nonce_words=40", "data.caption_images=200", "data.caption_val=50",
+        "lm.layers=1", "lm.width=32", "lm.heads=2", "lm.mlp=64", "seeds=[0]",
+        "train.steps=6", "train.log_every=3", "train.eval_every=3", "train.checkpoint_every=3",
+        "vision.channels=4", "vision.features=16", "vision.latents=2",
+        "vision.train.steps=4", "vision.train.log_every=2", "vision.train.eval_every=2", "vision.train.checkpoint_every=2",
+        "eval.episodes=10", "eval.ways=[2]", "eval.shots=[1, 2]", *more,
+    ]  # fmt: skip
+
+
+def test_a_tiny_run_trains_every_stage_and_keeps_the_lm_frozen(data):
+    overrides = tiny(data)
+    cfg = resolve(FrozenConfig, EXPERIMENT.presets["quick"], overrides=overrides)
+    assert EXPERIMENT.arms(cfg) == ["lm"] + [f"{kind}-seed0" for kind in frozen.KINDS]
+    run = data / "run"
+    run.mkdir()
+    summary = run_experiment(EXPERIMENT, cfg, run, preset="quick", overrides=overrides, threads=1, progress=False)
+    metrics = summary["metrics"]
+    lm_print = read_json(run / "lm" / "summary.json")["results"]["lm_fingerprint"]
+    for kind in ("frozen", "flamingo", "blind"):  # Frozen's premise: the LM is bit-identical afterwards
+        assert metrics[f"{kind}/lm_unchanged"] == 1.0
+        assert read_json(run / f"{kind}-seed0" / "summary.json")["results"]["lm_fingerprint"] == lm_print
+    for kind in ("finetuned", "scratch"):  # ... and these two do change it
+        assert read_json(run / f"{kind}-seed0" / "summary.json")["results"]["lm_fingerprint"] != lm_print
+    cells = read_json(run / "frozen-seed0" / "summary.json")["results"]["cells"]
+    assert sorted(cells) == sorted(frozen.cell_name(*c) for c in frozen.cells(cfg)) and len(cells) == 2 * 2 + 2 * 2
+    assert all(len(hits) == 10 for hits in cells.values())
+    for key in ("text/nonce/2way/1shot", "frozen/nonce/2way/2shot/no-induction", "prototype/2way/1shot"):
+        assert 0 <= metrics[key] <= 100
+    assert sorted(p.name for p in (run / "plots").iterdir()) == [
+        "binding-vs-shots.png", "caption-curves.png", "episode-flamingo.png", "episode-frozen.png", "lm-curves.png"
+    ]  # fmt: skip
+
+
+def test_the_frozen_vision_stage_leaves_every_lm_parameter_bit_identical(data, tmp_path):
+    """Trained directly: only the vision side's parameters move, every LM parameter keeps its bytes."""
+    cfg = resolve(FrozenConfig, {}, overrides=tiny(data, "vision.train.steps=3", "vision.train.checkpoint_every=2"))
+    lm_dir = tmp_path / "r" / "lm"
+    model = EXPERIMENT.build(cfg, "lm")
+    EXPERIMENT.fit(cfg, "lm", model, lm_dir, progress=None, resume=False, device="cpu")
+    before = fingerprint(model.lm)
+    for kind in ("frozen", "flamingo"):
+        captioner = EXPERIMENT.build(cfg, f"{kind}-seed0")
+        vision_before = [p.detach().clone() for n, p in captioner.named_parameters() if not n.startswith("lm.")]
+        EXPERIMENT.fit(cfg, f"{kind}-seed0", captioner, tmp_path / "r" / kind, progress=None, resume=False, device="cpu")
+        assert fingerprint(captioner.lm) == before
+        vision_after = [p for n, p in captioner.named_parameters() if not n.startswith("lm.")]
+        assert any(not torch.equal(a, b) for a, b in zip(vision_before, vision_after))
+
+
+def test_the_caption_loss_counts_the_caption_tokens_only(data):
+    cfg = resolve(FrozenConfig, {}, overrides=tiny(data))
+    model = EXPERIMENT.build(cfg, "frozen-seed0")
+    vocab = frozen.text_of(cfg.data).vocab
+    ids = frozen.caption_ids(vocab, torch.tensor([7]))
+    assert vocab.decode(ids[0]) == "<img> <img> this is a seven ."
+    images = torch.rand(2, 1, 28, 28)
+    hidden = model.hidden(frozen.caption_ids(vocab, torch.tensor([7, 3])), torch.tensor([0]), images[:, None])
+    logits = model.lm.logits(hidden[:, 1:-1])
+    targets = vocab.ids("this is a seven . this is a three .".split())  # after the two slot positions
+    expected = torch.nn.functional.cross_entropy(logits.flatten(0, 1), targets)
+    torch.testing.assert_close(frozen.caption_loss(model, images, torch.tensor([7, 3])), expected)
+
+
+def test_episode_images_are_distinct_images_of_their_classes(data):
+    cfg = resolve(FrozenConfig, {}, overrides=tiny(data))
+    episodes, images = frozen.episodes_of(cfg, "nonce", 2, 3, True, 20, torch.Generator().manual_seed(0))
+    pool_images, pool_labels = frozen.images_of(cfg.data).pool
+    flat = images.flatten(0, 1).flatten(1)
+    match = (flat[:, None] == pool_images.flatten(1)[None]).all(-1)  # (B·S, pool): which pool image
+    assert (match.sum(-1) == 1).all()
+    index = match.float().argmax(-1).view(20, -1)
+    assert torch.equal(pool_labels[index], episodes.classes)
+    assert all(len(set(row.tolist())) == row.numel() for row in index)  # never the same image twice
+    held = frozen.episodes_of(cfg, "held-out-classes", 2, 1, True, 10, torch.Generator())[0]
+    assert set(held.classes.flatten().tolist()) <= {7, 8, 9}
+
+
+@pytest.mark.parametrize(
+    "override, words",
+    [
+        ("kinds=[frozen, clip]", "unknown kind 'clip'"),
+        ("data.held_out_classes=[7, 12]", "distinct digits 0-9"),
+        ("data.nonce_words=30", "data.nonce_words 30: too few"),
+        ("lm.positions=learned", "lm.context 320 is shorter than the longest episode"),
+    ],
+)
+def test_bad_config_is_one_line(override, words):
+    more = ["eval.ways=[20]", "data.nonce_words=30"] if "nonce" in override else []
+    more += ["eval.shots=[9]", "eval.ways=[5]"] if "positions" in override else []
+    with pytest.raises(ConfigError, match=words) as info:
+        resolve(FrozenConfig, EXPERIMENT.presets["quick"], overrides=[override, *more])
+    assert "\n" not in str(info.value)
+
+
+@pytest.mark.parametrize("missing", ["corpus", "mnist"])
+def test_missing_data_is_one_line_and_no_run_directory(data, tmp_path, capsys, missing):
+    broken = f"data.corpus_dir={tmp_path / 'nowhere'}" if missing == "corpus" else f"data.mnist_dir={tmp_path / 'nowhere'}"
+    args = ["run", "frozen", "--out", str(tmp_path / "out"), "--no-progress"]
+    for override in tiny(data, broken):
+        args += ["--set", override]
+    assert main(args) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "nowhere" in err[0]
+    assert not (tmp_path / "out" / "frozen").exists()
+
+
+def test_episode_length_matches_the_layout():
+    vocab = binding.Vocabulary(binding.SPECIALS + binding.TEMPLATE + binding.DIGITS + binding.LETTERS)
+    for ways, shots in [(2, 1), (5, 5)]:
+        e = binding.binding_episodes(vocab, 5, ways, shots, ["dax", "wug", "fep", "zib", "pam"], list(range(10)),
+                                     True, torch.Generator())  # fmt: skip
+        assert e.ids.shape[1] == frozen.episode_length(ways, shots)
