@@ -81,16 +81,17 @@ def test_the_frozen_vision_stage_leaves_every_lm_parameter_bit_identical(data, t
         assert any(not torch.equal(a, b) for a, b in zip(vision_before, vision_after))
 
 
-def test_the_caption_loss_counts_the_caption_tokens_only(data):
-    cfg = resolve(FrozenConfig, {}, overrides=tiny(data))
+@pytest.mark.parametrize("wording, caption", [("frozen", "this is a seven"), ("direct", "seven")])
+def test_the_caption_loss_counts_the_caption_tokens_only(data, wording, caption):
+    cfg = resolve(FrozenConfig, {}, overrides=tiny(data, f"text.wording={wording}"))
     model = EXPERIMENT.build(cfg, "frozen-seed0")
     vocab = frozen.text_of(cfg.data).vocab
-    ids = frozen.caption_ids(vocab, torch.tensor([7]))
-    assert vocab.decode(ids[0]) == "<img> <img> this is a seven ."
+    ids = frozen.caption_ids(vocab, torch.tensor([7]), wording)
+    assert vocab.decode(ids[0]) == f"<img> <img> {caption} ."
     images = torch.rand(2, 1, 28, 28)
-    hidden = model.hidden(frozen.caption_ids(vocab, torch.tensor([7, 3])), torch.tensor([0]), images[:, None])
+    hidden = model.hidden(frozen.caption_ids(vocab, torch.tensor([7, 3]), wording), torch.tensor([0]), images[:, None])
     logits = model.lm.logits(hidden[:, 1:-1])
-    targets = vocab.ids("this is a seven . this is a three .".split())  # after the two slot positions
+    targets = vocab.ids(f"{caption} . {caption.replace('seven', 'three')} .".split())  # after the slot
     expected = torch.nn.functional.cross_entropy(logits.flatten(0, 1), targets)
     torch.testing.assert_close(frozen.caption_loss(model, images, torch.tensor([7, 3])), expected)
 
@@ -120,7 +121,7 @@ def test_episode_images_are_distinct_images_of_their_classes(data):
 )
 def test_bad_config_is_one_line(override, words):
     more = ["eval.ways=[20]", "data.nonce_words=30"] if "nonce" in override else []
-    more += ["eval.shots=[9]", "eval.ways=[5]"] if "positions" in override else []
+    more += ["eval.shots=[9]", "eval.ways=[5]", "text.wording=frozen"] if "positions" in override else []
     with pytest.raises(ConfigError, match=words) as info:
         resolve(FrozenConfig, EXPERIMENT.presets["quick"], overrides=[override, *more])
     assert "\n" not in str(info.value)
@@ -138,9 +139,10 @@ def test_missing_data_is_one_line_and_no_run_directory(data, tmp_path, capsys, m
     assert not (tmp_path / "out" / "frozen").exists()
 
 
-def test_episode_length_matches_the_layout():
+@pytest.mark.parametrize("wording", binding.WORDINGS)
+def test_episode_length_matches_the_layout(wording):
     vocab = binding.Vocabulary(binding.SPECIALS + binding.TEMPLATE + binding.DIGITS + binding.LETTERS)
     for ways, shots in [(2, 1), (5, 5)]:
         e = binding.binding_episodes(vocab, 5, ways, shots, ["dax", "wug", "fep", "zib", "pam"], list(range(10)),
-                                     True, torch.Generator())  # fmt: skip
-        assert e.ids.shape[1] == frozen.episode_length(ways, shots)
+                                     True, torch.Generator(), wording)  # fmt: skip
+        assert e.ids.shape[1] == frozen.episode_length(ways, shots, wording)

@@ -51,6 +51,7 @@ NAME_LETTERS = 3
 # then generated three-letter strings
 CLASSIC_NONCE = ["dax", "wug", "fep", "tup", "zib"]
 UNFIT = {"fag", "fuk", "nig", "kkk", "cum", "fck", "sex", "xxx"}  # generated strings that read as slurs
+WORDINGS = ("frozen", "direct")
 SLOT = 2  # positions per image: <img> and the class word, or Frozen's n = 2 visual embeddings
 
 
@@ -185,7 +186,7 @@ class Episodes:
 
 def binding_episodes(
     vocab: Vocabulary, batch: int, ways: int, shots: int, names: list[str] | None, classes: list[int],
-    induction: bool, generator: torch.Generator,
+    induction: bool, generator: torch.Generator, wording: str = "frozen",
 ) -> Episodes:  # fmt: skip
     """``batch`` episodes of ``ways`` classes shown ``shots`` times each, in a shuffled order, then a
     query (Frozen §4.3)::
@@ -196,7 +197,9 @@ def binding_episodes(
     ``names``: the nonce words to bind (``ways`` distinct ones drawn per episode), or None for the
     classes' own words (``this is a seven``). ``classes``: the digit classes to draw from.
     ``induction``: open with Frozen's task-induction line, naming the episode's words in a random
-    order. The query's class is the pair whose last support sentence has rank ``i mod ways``
+    order. ``wording``: ``frozen`` as above, or ``direct``: the name right after its image, as in
+    Flamingo's few-shot classification prompts (``<img> seven dax . <img> three wug . <img> seven``
+    -> ``dax .``). The query's class is the pair whose last support sentence has rank ``i mod ways``
     (episode i), so that copying the last name is right in exactly 1 / ``ways`` of the batch."""
     pool = len(classes) if names is None else min(len(names), len(classes))
     if ways > pool:
@@ -225,7 +228,9 @@ def binding_episodes(
         parts.append(word("."))
     slots, shown_in_slot = [], []
     at = lambda: sum(p.shape[1] for p in parts)
-    this_is_a = [word("this"), word("is"), word("a")]
+    if wording not in WORDINGS:
+        raise DataError(f"wording {wording!r}: one of {', '.join(WORDINGS)}")
+    this_is_a = [word("this"), word("is"), word("a")] if wording == "frozen" else []
     for s in range(ways * shots):
         k = pair[:, s : s + 1]
         slots.append(at())
@@ -234,8 +239,8 @@ def binding_episodes(
         parts += [name.gather(1, k[..., None].expand(-1, -1, name.shape[-1]))[:, 0], word(".")]
     slots.append(at())
     shown_in_slot.append(shown.gather(1, asked))
-    parts += [word("<img>"), concept.gather(1, asked)] + [word(w) for w in "q : what is this ? a :".split()]
-    parts += this_is_a
+    parts += [word("<img>"), concept.gather(1, asked)]
+    parts += [word(w) for w in "q : what is this ? a :".split()] + this_is_a if wording == "frozen" else []
     answer_at = at()
     answer = torch.cat([name.gather(1, asked[..., None].expand(-1, -1, name.shape[-1]))[:, 0], word(".")], 1)
     ids = torch.cat(parts + [answer], 1)

@@ -88,6 +88,12 @@ class PretrainConfig(Config):
     """The LM's text: each update one batch of plays and one batch of episodes (Chan et al. 2022's
     bursty sequences), of one shape drawn per update."""
 
+    wording: Literal["direct", "frozen"] = Field(
+        "direct",
+        description="episodes and captions: direct ('<image> dax .', the name right after the image) or frozen "
+        "('<image> this is a dax .', query 'q : what is this ? a : this is a')",
+    )
+
     play_tokens: int = Field(64, ge=8, description="tokens per window of the plays")
     five_way_share: float = Field(0.3, ge=0, le=1, description="share of episode batches that are 5-way (else 2-way)")
     max_shots: int = Field(5, ge=1, description="shots per 2-way episode: 1 to this (5-way: up to 3)")
@@ -138,7 +144,7 @@ class FrozenConfig(Config):
 
     @model_validator(mode="after")
     def _fits(self):
-        longest = episode_length(max(self.eval.ways), max(self.eval.shots))
+        longest = episode_length(max(self.eval.ways), max(self.eval.shots), self.text.wording)
         if self.lm.positions == "learned" and longest > self.lm.context:
             raise ValueError(f"lm.context {self.lm.context} is shorter than the longest episode ({longest} tokens)")
         if self.data.nonce_words // 2 < max(self.eval.ways):
@@ -146,11 +152,12 @@ class FrozenConfig(Config):
         return self
 
 
-def episode_length(ways: int, shots: int) -> int:
+def episode_length(ways: int, shots: int, wording: str) -> int:
     """Tokens of an episode with task induction and nonce names (binding_episodes' layout)."""
-    name = binding.NAME_LETTERS
+    name, frozen = binding.NAME_LETTERS, wording == "frozen"
     induction = 3 + ways * name + (ways - 1)
-    return induction + ways * shots * (binding.SLOT + 4 + name) + binding.SLOT + 11 + name + 1
+    support = binding.SLOT + 3 * frozen + name + 1
+    return induction + ways * shots * support + binding.SLOT + 11 * frozen + name + 1
 
 
 # --------------------------------------------------------------------------------------------
@@ -230,16 +237,17 @@ def pretrain_sampler(cfg: FrozenConfig) -> Callable:
         shots = 1 + int(u[1] * (t.max_shots if ways == 2 else min(3, t.max_shots)))
         names = None if u[2] < t.real_name_share else text.train_nonce
         episodes = binding.binding_episodes(
-            text.vocab, batch, ways, shots, names, classes, u[3] < t.induction_share, generator
+            text.vocab, batch, ways, shots, names, classes, u[3] < t.induction_share, generator, t.wording
         )
         return plays, episodes.ids
 
     return sample
 
 
-def caption_ids(vocab: binding.Vocabulary, labels: Tensor) -> Tensor:
-    """``<img> <img> this is a <digit> .`` per label; the slot's two positions take the image."""
-    words = vocab.ids(["<img>", "<img>", "this", "is", "a"])
+def caption_ids(vocab: binding.Vocabulary, labels: Tensor, wording: str) -> Tensor:
+    """``<img> <img> this is a <digit> .`` (or ``<img> <img> <digit> .``, the direct wording) per
+    label; the slot's two positions take the image."""
+    words = vocab.ids(["<img>", "<img>"] + (["this", "is", "a"] if wording == "frozen" else []))
     digit = vocab.ids(binding.DIGITS)[labels]
     return torch.cat([words.expand(len(labels), -1), digit[:, None], vocab.ids(["."]).expand(len(labels), -1)], 1)
 
@@ -281,9 +289,9 @@ class Captioner(nn.Module):
     slots hold images. ``kind`` picks the vision side and whether the LM trains (see the module
     docstring)."""
 
-    def __init__(self, kind: str, lm: LanguageModel, vocab: binding.Vocabulary, cfg: VisionConfig):
+    def __init__(self, kind: str, lm: LanguageModel, vocab: binding.Vocabulary, cfg: VisionConfig, wording: str):
         super().__init__()
-        self.kind, self.vocab = kind, vocab
+        self.kind, self.vocab, self.wording = kind, vocab, wording
         self.lm_trains = kind in ("finetuned", "scratch")
         self.lm = lm.requires_grad_(self.lm_trains)
         self.lr_scale = cfg.finetune_lr_scale if kind == "finetuned" else 1.0
@@ -329,8 +337,8 @@ class Captioner(nn.Module):
 
 
 def caption_loss(model: Captioner, images: Tensor, labels: Tensor) -> Tensor:
-    """Cross-entropy of ``this is a <digit> .`` after the image slot (the caption's 5 tokens)."""
-    ids = caption_ids(model.vocab, labels)
+    """Cross-entropy of the caption's tokens after the image slot (``this is a <digit> .``)."""
+    ids = caption_ids(model.vocab, labels, model.wording)
     hidden = model.hidden(ids, torch.tensor([0]), images[:, None])
     logits = model.lm.logits(hidden[:, binding.SLOT - 1 : -1])
     return F.cross_entropy(logits.flatten(0, 1), ids[:, binding.SLOT :].flatten())
@@ -356,7 +364,9 @@ def episodes_of(cfg: FrozenConfig, condition: str, ways: int, shots: int, induct
     text, images = text_of(cfg.data), images_of(cfg.data)
     names = None if condition == "real-names" else text.test_nonce
     classes = images.held_out_classes if condition == "held-out-classes" else images.seen_classes
-    episodes = binding.binding_episodes(text.vocab, batch, ways, shots, names, classes, induction, generator)
+    episodes = binding.binding_episodes(
+        text.vocab, batch, ways, shots, names, classes, induction, generator, cfg.text.wording
+    )
     return episodes, draw_images(images.pool, episodes.classes, generator)
 
 
@@ -507,7 +517,7 @@ class FrozenExperiment(Experiment):
         lm = self.new_lm(cfg)
         if kind == "lm":
             return Pretraining(lm)
-        return Captioner(kind, lm, text_of(cfg.data).vocab, cfg.vision)
+        return Captioner(kind, lm, text_of(cfg.data).vocab, cfg.vision, cfg.text.wording)
 
     def fit(self, cfg: FrozenConfig, arm: str, model: nn.Module, directory: Path, *, progress, resume, device):
         kind, seed = parse_arm(arm)
@@ -533,9 +543,9 @@ class FrozenExperiment(Experiment):
         @torch.no_grad()
         def measure(model: Pretraining) -> dict[str, float]:
             lm = model.lm
-            out = {f"eval/text_2way_{s}shot_accuracy": float(np.mean(binding_accuracy(small, text_reader(lm), "nonce", 2, s, True)))
+            out = {f"text_2way_{s}shot_accuracy": float(np.mean(binding_accuracy(small, text_reader(lm), "nonce", 2, s, True)))
                    for s in (1, 5)}  # fmt: skip
-            out["eval/plays_loss"] = float(lm.loss(windows[:, :-1], windows[:, 1:]))
+            out["plays_loss"] = float(lm.loss(windows[:, :-1], windows[:, 1:]))
             return out
 
         return measure
@@ -546,12 +556,12 @@ class FrozenExperiment(Experiment):
 
         @torch.no_grad()
         def measure(model: Captioner) -> dict[str, float]:
-            ids = caption_ids(model.vocab, labels)
+            ids = caption_ids(model.vocab, labels, model.wording)
             hidden = model.hidden(ids, torch.tensor([0]), images[:, None])
             logits = model.lm.logits(hidden[:, binding.SLOT - 1 : -1])
             loss = F.cross_entropy(logits.flatten(0, 1), ids[:, binding.SLOT :].flatten())
             word = logits[:, -2].argmax(-1) == ids[:, -2]
-            return {"eval/caption_loss": float(loss), "eval/caption_accuracy": float(word.float().mean())}
+            return {"caption_loss": float(loss), "caption_accuracy": float(word.float().mean())}
 
         return measure
 
