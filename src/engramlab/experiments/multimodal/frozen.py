@@ -123,7 +123,9 @@ class EvalConfig(Config):
 
 class FrozenConfig(Config):
     seeds: list[int] = Field([0, 1, 2], min_length=1, description="vision-stage seeds (one arm per kind and seed)")
-    kinds: list[str] = Field(KINDS, min_length=1, description="vision sides trained: " + ", ".join(KINDS))
+    kinds: list[str] = Field(
+        KINDS, description="vision sides trained: " + ", ".join(KINDS) + " (none: the LM and its text ceiling only)"
+    )
     data: DataConfig = DataConfig()
     lm: LMConfig = LMConfig()
     text: PretrainConfig = PretrainConfig()
@@ -387,6 +389,22 @@ def binding_accuracy(cfg: FrozenConfig, read: Callable[[binding.Episodes, Tensor
     return hits
 
 
+@torch.no_grad()
+def answer_diagnostics(cfg: FrozenConfig, lm: LanguageModel, episodes: int = 200) -> dict[str, float]:
+    """How the LM answers 2-way, 1-shot text episodes (held-out names, task induction): the
+    teacher-forced accuracy of each letter (a letter after a right one is easy for an induction
+    head, the first needs the binding), and how often its first letter is the *last* support
+    name's (0.5 for a model that binds, 1 for one that copies the last name)."""
+    generator = torch.Generator().manual_seed(EVAL_SEED - 1)
+    e, _ = episodes_of(cfg, "nonce", 2, 1, True, episodes, generator)
+    predicted = lm.logits(lm.hidden(e.ids)[:, answer_window(e)]).argmax(-1)
+    right = (predicted == e.answer).float().mean(0)
+    last_name_at = e.slots[-2] + binding.SLOT + (3 if cfg.text.wording == "frozen" else 0)
+    out = {f"text_letter{i + 1}_accuracy": float(right[i]) for i in range(binding.NAME_LETTERS)}
+    out["text_first_letter_is_last_names"] = float((predicted[:, 0] == e.ids[:, last_name_at]).float().mean())
+    return out
+
+
 def answer_window(episodes: binding.Episodes) -> slice:
     """Positions whose next-token logits produce the answer (teacher forcing: see exact_match)."""
     return slice(episodes.answer_at - 1, episodes.answer_at - 1 + episodes.answer.shape[1])
@@ -545,6 +563,7 @@ class FrozenExperiment(Experiment):
             lm = model.lm
             out = {f"text_2way_{s}shot_accuracy": float(np.mean(binding_accuracy(small, text_reader(lm), "nonce", 2, s, True)))
                    for s in (1, 5)}  # fmt: skip
+            out |= answer_diagnostics(cfg, lm)
             out["plays_loss"] = float(lm.loss(windows[:, :-1], windows[:, 1:]))
             return out
 

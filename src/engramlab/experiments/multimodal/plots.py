@@ -25,6 +25,8 @@ def all_plots(cfg, metrics: dict[str, float], run_dir: Path, out_dir: Path) -> l
         )
     )  # fmt: skip
     arms = [f"{kind}-seed{cfg.seeds[0]}" for kind in cfg.kinds]
+    if not arms:
+        return paths
     paths.append(
         learning_curves(
             run_dir, arms,
