@@ -384,9 +384,11 @@ def pick_device(choice: str) -> str:
 
 
 def main(argv: list[str] | None = None) -> int:
-    from engramlab.engine import distributed as dist
-
-    return dist.exit_after_group(run_command(argv))
+    code = run_command(argv)
+    # a rank of a torchrun job leaves at once (see exit_after_group); nothing else imported it,
+    # and a command that never needed PyTorch does not import it here
+    dist = sys.modules.get("engramlab.engine.distributed")
+    return dist.exit_after_group(code) if dist is not None else code
 
 
 def run_command(argv: list[str] | None) -> int:
