@@ -494,7 +494,9 @@ class FrozenExperiment(Experiment):
             "captions: {cfg.vision.train.steps} updates of {cfg.vision.train.batch_size}, about one epoch, no "
             "early-stopping selection (Frozen stopped at about one epoch; held-out caption loss is recorded)",
             "Perceiver Resampler: {cfg.vision.latents} latents, {cfg.vision.depth} layer(s) (Flamingo: 64, 6)",
-            "rotary positions in the LM (Frozen's LM: a 7B transformer; the probe for this choice is in docs)",
+            "rotary positions in the LM (Frozen's LM: a 7B transformer)",
+            "wording '{cfg.text.wording}' (direct: the name right after the image, '<image> dax .'; Frozen's: "
+            "'<image> this is a dax .' and a question-and-answer query)",
         ]
     paper = [
         PaperNumber(
