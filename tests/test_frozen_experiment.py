@@ -36,7 +36,8 @@ def tiny(data, *more: str) -> list[str]:
         "lm.layers=1", "lm.width=32", "lm.heads=2", "lm.mlp=64", "seeds=[0]",
         "train.steps=6", "train.log_every=3", "train.eval_every=3", "train.checkpoint_every=3",
         "vision.channels=4", "vision.features=16", "vision.latents=2",
-        "vision.train.steps=4", "vision.train.log_every=2", "vision.train.eval_every=2", "vision.train.checkpoint_every=2",
+        "vision.train.steps=4", "vision.train.log_every=2", "vision.train.eval_every=2",
+        "vision.train.checkpoint_every=2",
         "eval.episodes=10", "eval.ways=[2]", "eval.shots=[1, 2]", *more,
     ]  # fmt: skip
 
@@ -75,7 +76,9 @@ def test_the_frozen_vision_stage_leaves_every_lm_parameter_bit_identical(data, t
     for kind in ("frozen", "flamingo"):
         captioner = EXPERIMENT.build(cfg, f"{kind}-seed0")
         vision_before = [p.detach().clone() for n, p in captioner.named_parameters() if not n.startswith("lm.")]
-        EXPERIMENT.fit(cfg, f"{kind}-seed0", captioner, tmp_path / "r" / kind, progress=None, resume=False, device="cpu")
+        EXPERIMENT.fit(
+            cfg, f"{kind}-seed0", captioner, tmp_path / "r" / kind, progress=None, resume=False, device="cpu"
+        )
         assert fingerprint(captioner.lm) == before
         vision_after = [p for n, p in captioner.named_parameters() if not n.startswith("lm.")]
         assert any(not torch.equal(a, b) for a, b in zip(vision_before, vision_after))
@@ -115,6 +118,8 @@ def test_episode_images_are_distinct_images_of_their_classes(data):
     [
         ("kinds=[frozen, clip]", "unknown kind 'clip'"),
         ("data.held_out_classes=[7, 12]", "distinct digits 0-9"),
+        ("data.held_out_classes=[7]", "2 to 8 distinct digits"),
+        ("eval.ways=[2, 8]", r"eval.ways \[2, 8\]: each 2 to 7"),
         ("data.nonce_words=30", "data.nonce_words 30: too few"),
         ("lm.positions=learned", "lm.context 320 is shorter than the longest episode"),
     ],
@@ -129,7 +134,9 @@ def test_bad_config_is_one_line(override, words):
 
 @pytest.mark.parametrize("missing", ["corpus", "mnist"])
 def test_missing_data_is_one_line_and_no_run_directory(data, tmp_path, capsys, missing):
-    broken = f"data.corpus_dir={tmp_path / 'nowhere'}" if missing == "corpus" else f"data.mnist_dir={tmp_path / 'nowhere'}"
+    broken = (
+        f"data.corpus_dir={tmp_path / 'nowhere'}" if missing == "corpus" else f"data.mnist_dir={tmp_path / 'nowhere'}"
+    )
     args = ["run", "frozen", "--out", str(tmp_path / "out"), "--no-progress"]
     for override in tiny(data, broken):
         args += ["--set", override]

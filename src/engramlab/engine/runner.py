@@ -145,10 +145,9 @@ def train_arms(exp, cfg, run_dir, resume, workers, threads, device, progress) ->
     used by the last group."""
     pending = [arm for arm in exp.arms(cfg) if not (run_dir / arm / SUMMARY_NAME).exists()]
     first = set(exp.first_arms(cfg))
-    used = (1, threads or 1)
-    for group in ([a for a in pending if a in first], [a for a in pending if a not in first]):
-        if group:
-            used = train_group(exp, cfg, run_dir, group, resume, workers, threads, device, progress)
+    groups = [g for g in ([a for a in pending if a in first], [a for a in pending if a not in first]) if g]
+    for group in groups or [[]]:  # nothing pending: the same workers and threads as before first_arms
+        used = train_group(exp, cfg, run_dir, group, resume, workers, threads, device, progress)
     return used
 
 

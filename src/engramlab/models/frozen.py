@@ -199,7 +199,9 @@ class PerceiverResampler(nn.Module):
         for layer in self.layers:
             # latents += attn(q = latents, kv = [x, latents])
             keys = torch.cat([layer["norm_x"](x), layer["norm_l"](latents)], dim=1)
-            latents = latents + layer["out"](attention(layer["q"](layer["norm_l"](latents)), layer["kv"](keys), self.heads))
+            latents = latents + layer["out"](
+                attention(layer["q"](layer["norm_l"](latents)), layer["kv"](keys), self.heads)
+            )
             latents = latents + layer["ffw"](latents)
         return self.norm(latents)
 
@@ -214,7 +216,9 @@ class GatedCrossAttention(nn.Module):
         self.q = nn.Linear(width, width, bias=False)
         self.kv = nn.Linear(width, 2 * width, bias=False)
         self.out = nn.Linear(width, width, bias=False)
-        self.ffw = nn.Sequential(nn.LayerNorm(width), nn.Linear(width, 4 * width), nn.GELU(), nn.Linear(4 * width, width))
+        self.ffw = nn.Sequential(
+            nn.LayerNorm(width), nn.Linear(width, 4 * width), nn.GELU(), nn.Linear(4 * width, width)
+        )
         self.alpha, self.beta = nn.Parameter(torch.zeros(1)), nn.Parameter(torch.zeros(1))
         self.heads = heads
 

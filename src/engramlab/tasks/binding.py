@@ -179,9 +179,9 @@ class Episodes:
     answer_at: int
     answer: Tensor
 
-    def slot_positions(self) -> Tensor:
-        """(S · SLOT,) every position an image fills."""
-        return (self.slots[:, None] + torch.arange(SLOT)).flatten()
+    def answer_window(self) -> slice:
+        """The positions whose next-token logits produce the answer (see :func:`exact_match`)."""
+        return slice(self.answer_at - 1, self.answer_at - 1 + self.answer.shape[1])
 
 
 def binding_episodes(
@@ -247,11 +247,10 @@ def binding_episodes(
     return Episodes(ids, torch.tensor(slots), torch.cat(shown_in_slot, 1), answer_at, answer)
 
 
-def exact_match(logits: Tensor, episodes: Episodes) -> Tensor:
+def exact_match(answer_logits: Tensor, episodes: Episodes) -> Tensor:
     """(B,) bool: would greedy generation after the query produce exactly the answer (name and
-    ``.``)? ``logits`` (B, L, vocab) of ``episodes.ids``. Greedy decoding yields the answer iff at
-    every answer step the argmax, given the answer's own earlier tokens, is the next answer token;
-    so one teacher-forced pass decides it, with no sampling loop."""
-    steps = episodes.answer.shape[1]
-    predicted = logits[:, episodes.answer_at - 1 : episodes.answer_at - 1 + steps].argmax(-1)
-    return (predicted == episodes.answer).all(-1)
+    ``.``)? ``answer_logits`` (B, A, vocab): the logits of ``episodes.ids`` at
+    ``episodes.answer_window()``. Greedy decoding yields the answer iff at every answer step the
+    argmax, given the answer's own earlier tokens, is the next answer token; so one
+    teacher-forced pass decides it, with no sampling loop."""
+    return (answer_logits.argmax(-1) == episodes.answer).all(-1)

@@ -41,23 +41,24 @@ def all_plots(cfg, metrics: dict[str, float], run_dir: Path, out_dir: Path) -> l
 def accuracy_vs_shots(cfg, metrics: dict[str, float], path: Path) -> Path:
     panels = [(f"nonce/{w}way", True, f"{w}-way, task induction") for w in cfg.eval.ways]
     panels += [(f"nonce/{w}way", False, f"{w}-way, no task induction") for w in cfg.eval.ways]
-    panels += [("real-names/2way", True, "2-way, real names"), ("held-out-classes/2way", True, "2-way, held-out classes")]
+    panels += [("real-names/2way", True, "2-way, real names")]
+    panels += [("held-out-classes/2way", True, "2-way, held-out classes")]
     fig, axes = plt.subplots(2, (len(panels) + 1) // 2, figsize=(4.2 * ((len(panels) + 1) // 2), 7), squeeze=False)
     shots = cfg.eval.shots
     for ax, (prefix, induction, title) in zip(axes.flatten(), panels):
         ways = int(prefix.split("/")[1].removesuffix("way"))
         suffix = "" if induction else "/no-induction"
         for i, kind in enumerate(ORDER):
-            if kind == "prototype":
-                key = lambda s: f"prototype/{ways}way/{s}shot"
+            if kind == "prototype":  # measured on the nonce episodes with induction only
                 if not (prefix.startswith("nonce") and induction):
                     continue
+                keys = [f"prototype/{ways}way/{s}shot" for s in shots]
             else:
-                key = lambda s, kind=kind: f"{kind}/{prefix}/{s}shot{suffix}"
-            values = [metrics.get(key(s)) for s in shots]
+                keys = [f"{kind}/{prefix}/{s}shot{suffix}" for s in shots]
+            values = [metrics.get(key) for key in keys]
             if any(v is None for v in values):
                 continue
-            errors = [metrics.get(key(s) + "/std", 0.0) for s in shots]
+            errors = [metrics.get(key + "/std", 0.0) for key in keys]
             style = "--" if kind in ("text", "prototype") else "-"
             ax.errorbar(shots, values, yerr=errors, fmt=style + "o", color=color(kind, i), label=LABELS.get(kind, kind),
                         capsize=3, lw=1.4, ms=4)  # fmt: skip
