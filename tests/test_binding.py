@@ -125,11 +125,11 @@ def test_the_direct_wording_puts_the_name_right_after_the_image(vocab):
     )
     for episode, classes in zip(e.ids, e.classes):
         words = vocab.decode(episode).split()
-        bound = {words[6 + 4 * i + 1]: words[6 + 4 * i + 2] for i in range(4)}  # after "answer with x or y ."
-        assert [words[6 + 4 * i] for i in range(5)] == ["<img>"] * 5 and len(bound) == 2
-        assert (
-            words[-4] == "<img>" and words[-3] == binding.DIGITS[classes[-1]] and words[-2:] == [bound[words[-3]], "."]
-        )
-    assert e.answer_at == e.slots[-1] + binding.SLOT
+        bound = {words[6 + 3 * i + 1]: words[6 + 3 * i + 2] for i in range(4)}  # after "answer with x or y ."
+        assert [words[6 + 3 * i] for i in range(5)] == ["<img>"] * 5 and len(bound) == 2
+        assert "." not in words[6:]  # no full stop after a name (docs/frozen.md: it stops binding)
+        assert words[-3] == "<img>" and words[-2] == binding.DIGITS[classes[-1]] and words[-1] == bound[words[-2]]
+    assert e.answer_at == e.slots[-1] + binding.SLOT and e.answer.shape == (4, binding.NAME_LETTERS)
+    assert e.slots.tolist() == [10 + (binding.SLOT + binding.NAME_LETTERS) * i for i in range(5)]  # after 10 tokens
     with pytest.raises(DataError, match="wording 'poem': one of frozen, direct"):
         binding.binding_episodes(vocab, 2, 2, 1, None, [3, 5], True, torch.Generator(), "poem")

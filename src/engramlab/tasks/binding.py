@@ -171,7 +171,8 @@ class Episodes:
     ``ids`` (B, L): the whole text, answer included (teacher forcing scores a greedy answer, see
     :func:`exact_match`); each image slot holds ``<img>`` and its class's word. ``slots`` (S,):
     where each slot starts (the last is the query's). ``classes`` (B, S): the class shown in each
-    slot. ``answer_at``: where the answer starts; ``answer`` (B, A) its tokens (name, then ``.``)."""
+    slot. ``answer_at``: where the answer starts; ``answer`` (B, A) its tokens (the name, then ``.`` in
+    the frozen wording)."""
 
     ids: Tensor
     slots: Tensor
@@ -198,9 +199,12 @@ def binding_episodes(
     classes' own words (``this is a seven``). ``classes``: the digit classes to draw from.
     ``induction``: open with Frozen's task-induction line, naming the episode's words in a random
     order. ``wording``: ``frozen`` as above, or ``direct``: the name right after its image, as in
-    Flamingo's few-shot classification prompts (``<img> seven dax . <img> three wug . <img> seven``
-    -> ``dax .``). The query's class is the pair whose last support sentence has rank ``i mod ways``
-    (episode i), so that copying the last name is right in exactly 1 / ``ways`` of the batch."""
+    Flamingo's few-shot classification prompts, and no full stop (``<img> seven dax <img> three wug
+    <img> seven`` -> ``dax``; every name has three letters, so the answer's end is known): in our
+    probes (docs/frozen.md) a full stop before each image, ``. <img> seven dax``, kept a 4-layer LM
+    from learning *which* name to copy, though it copied the letters of one. The query's class is the
+    pair whose last support sentence has rank ``i mod ways`` (episode i), so that copying the last
+    name is right in exactly 1 / ``ways`` of the batch."""
     pool = len(classes) if names is None else min(len(names), len(classes))
     if ways > pool:
         raise DataError(f"{ways}-way episodes need {ways} names and classes ({len(classes)} classes)")
@@ -231,18 +235,19 @@ def binding_episodes(
     if wording not in WORDINGS:
         raise DataError(f"wording {wording!r}: one of {', '.join(WORDINGS)}")
     this_is_a = [word("this"), word("is"), word("a")] if wording == "frozen" else []
+    end = [word(".")] if wording == "frozen" else []  # direct: no full stop (see the docstring)
     for s in range(ways * shots):
         k = pair[:, s : s + 1]
         slots.append(at())
         shown_in_slot.append(shown.gather(1, k))
         parts += [word("<img>"), concept.gather(1, k), *this_is_a]
-        parts += [name.gather(1, k[..., None].expand(-1, -1, name.shape[-1]))[:, 0], word(".")]
+        parts += [name.gather(1, k[..., None].expand(-1, -1, name.shape[-1]))[:, 0], *end]
     slots.append(at())
     shown_in_slot.append(shown.gather(1, asked))
     parts += [word("<img>"), concept.gather(1, asked)]
     parts += [word(w) for w in "q : what is this ? a :".split()] + this_is_a if wording == "frozen" else []
     answer_at = at()
-    answer = torch.cat([name.gather(1, asked[..., None].expand(-1, -1, name.shape[-1]))[:, 0], word(".")], 1)
+    answer = torch.cat([name.gather(1, asked[..., None].expand(-1, -1, name.shape[-1]))[:, 0], *end], 1)
     ids = torch.cat(parts + [answer], 1)
     return Episodes(ids, torch.tensor(slots), torch.cat(shown_in_slot, 1), answer_at, answer)
 

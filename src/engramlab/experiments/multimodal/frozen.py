@@ -25,7 +25,7 @@ Stages, one arm each (the LM first, then the others in parallel):
   - ``scratch``: Frozen's vision side and a *randomly initialised* LM, both trained on captions.
 
 Evaluation (never trained on; ``eval.episodes`` episodes per cell): open-ended fast binding,
-exact match of the greedy answer (three letters and ``.``), ``eval.ways``-way, ``eval.shots``
+exact match of the greedy answer (three letters, and ``.`` in the frozen wording), ``eval.ways``-way, ``eval.shots``
 inner-shots, with and without task induction, nonce words from the held-out half, each slot a
 different eval-pool image of its class, the query's position balanced so that copying the last
 name scores exactly chance; the same with the classes' real names; episodes of held-out classes
@@ -90,14 +90,26 @@ class PretrainConfig(Config):
 
     wording: Literal["direct", "frozen"] = Field(
         "direct",
-        description="episodes and captions: direct ('<image> dax .', the name right after the image) or frozen "
+        description="episodes and captions: direct ('<image> dax', the name right after the image) or frozen "
         "('<image> this is a dax .', query 'q : what is this ? a : this is a')",
     )
 
     play_tokens: int = Field(64, ge=8, description="tokens per window of the plays")
-    five_way_share: float = Field(0.3, ge=0, le=1, description="share of episode batches that are 5-way (else 2-way)")
+    five_way_share: float = Field(
+        0.0,
+        ge=0,
+        le=1,
+        description="share of episode batches that are 5-way (else 2-way); 0 by default: with 0.3 binding appeared "
+        "only after about 2,250 updates, with 0 before 1,000 (docs/frozen.md)",
+    )
     max_shots: int = Field(5, ge=1, description="shots per 2-way episode: 1 to this (5-way: up to 3)")
-    real_name_share: float = Field(0.25, ge=0, le=1, description="share of episodes with the classes' own words")
+    real_name_share: float = Field(
+        0.0,
+        ge=0,
+        le=1,
+        description="share of episodes with the classes' own words ('<img> seven seven'); 0 by default: with "
+        "0.25 the LM learned to copy a name but not which one (docs/frozen.md)",
+    )
     induction_share: float = Field(0.5, ge=0, le=1, description="share of episodes opening with task induction")
 
 
@@ -163,8 +175,8 @@ def episode_length(ways: int, shots: int, wording: str) -> int:
     """Tokens of an episode with task induction and nonce names (binding_episodes' layout)."""
     name, frozen = binding.NAME_LETTERS, wording == "frozen"
     induction = 3 + ways * name + (ways - 1)
-    support = binding.SLOT + 3 * frozen + name + 1
-    return induction + ways * shots * support + binding.SLOT + 11 * frozen + name + 1
+    support = binding.SLOT + 3 * frozen + name + frozen  # the frozen wording ends each sentence with "."
+    return induction + ways * shots * support + binding.SLOT + 11 * frozen + name + frozen
 
 
 # --------------------------------------------------------------------------------------------
@@ -252,11 +264,12 @@ def pretrain_sampler(cfg: FrozenConfig) -> Callable:
 
 
 def caption_ids(vocab: binding.Vocabulary, labels: Tensor, wording: str) -> Tensor:
-    """``<img> <img> this is a <digit> .`` (or ``<img> <img> <digit> .``, the direct wording) per
-    label; the slot's two positions take the image."""
-    words = vocab.ids(["<img>", "<img>"] + (["this", "is", "a"] if wording == "frozen" else []))
-    digit = vocab.ids(binding.DIGITS)[labels]
-    return torch.cat([words.expand(len(labels), -1), digit[:, None], vocab.ids(["."]).expand(len(labels), -1)], 1)
+    """``<img> <img> this is a <digit> .`` (or ``<img> <img> <digit>``, the direct wording, which
+    has no full stop, as its episodes) per label; the slot's two positions take the image."""
+    frozen = wording == "frozen"
+    words = vocab.ids(["<img>", "<img>"] + (["this", "is", "a"] if frozen else [])).expand(len(labels), -1)
+    digit = vocab.ids(binding.DIGITS)[labels][:, None]
+    return torch.cat([words, digit] + ([vocab.ids(["."]).expand(len(labels), -1)] if frozen else []), 1)
 
 
 def caption_sampler(cfg: FrozenConfig) -> Callable:
@@ -344,8 +357,8 @@ class Captioner(nn.Module):
 
 
 def caption_logits(model: Captioner, images: Tensor, labels: Tensor) -> tuple[Tensor, Tensor]:
-    """The logits that predict each caption token after the image slot (``this is a <digit> .``),
-    and those tokens: (B, C, vocab), (B, C)."""
+    """The logits that predict each caption token after the image slot (``this is a <digit> .``, or
+    ``<digit>`` in the direct wording), and those tokens: (B, C, vocab), (B, C)."""
     ids = caption_ids(model.vocab, labels, model.wording)
     hidden = model.hidden(ids, torch.tensor([0]), images[:, None])
     return model.lm.logits(hidden[:, binding.SLOT - 1 : -1]), ids[:, binding.SLOT :]
@@ -510,8 +523,8 @@ class FrozenExperiment(Experiment):
             "selection (Frozen stopped at about one epoch; held-out caption loss is recorded)",
             "Perceiver Resampler: {cfg.vision.latents} latents, {cfg.vision.depth} layer(s) (Flamingo: 64, 6)",
             "rotary positions in the LM (Frozen's LM: a 7B transformer)",
-            "wording '{cfg.text.wording}' (direct: the name right after the image, '<image> dax .'; Frozen's: "
-            "'<image> this is a dax .' and a question-and-answer query)",
+            "wording '{cfg.text.wording}' (direct: the name right after the image, '<image> dax', no full stop; "
+            "Frozen's: '<image> this is a dax .' and a question-and-answer query)",
         ]
     paper = [
         PaperNumber(
@@ -597,7 +610,8 @@ class FrozenExperiment(Experiment):
         def measure(model: Captioner) -> dict[str, float]:
             logits, targets = caption_logits(model, images, labels)
             loss = F.cross_entropy(logits.flatten(0, 1), targets.flatten())
-            word = logits[:, -2].argmax(-1) == targets[:, -2]  # the digit's word, before "."
+            at = 3 if cfg.text.wording == "frozen" else 0  # the digit's word, after "this is a" or the image
+            word = logits[:, at].argmax(-1) == targets[:, at]
             return {"caption_loss": float(loss), "caption_accuracy": float(word.float().mean())}
 
         return measure
