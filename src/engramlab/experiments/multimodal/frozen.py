@@ -25,12 +25,12 @@ Stages, one arm each (the LM first, then the others in parallel):
   - ``scratch``: Frozen's vision side and a *randomly initialised* LM, both trained on captions.
 
 Evaluation (never trained on; ``eval.episodes`` episodes per cell): open-ended fast binding,
-exact match of the greedy answer (three letters, and ``.`` in the frozen wording), ``eval.ways``-way, ``eval.shots``
-inner-shots, with and without task induction, nonce words from the held-out half, each slot a
-different eval-pool image of its class, the query's position balanced so that copying the last
-name scores exactly chance; the same with the classes' real names; episodes of held-out classes
-that no caption named. A nearest-prototype classifier on the Frozen CNN's features (ANIL-like,
-no language) is reported with the ``frozen`` arms.
+exact match of the greedy answer (three letters, and ``.`` in the frozen wording),
+``eval.ways``-way, ``eval.shots`` inner-shots, with and without task induction, nonce words from
+the held-out half, each slot a different eval-pool image of its class, the query's position
+balanced so that copying the last name scores exactly chance; the same with the classes' real
+names; episodes of held-out classes that no caption named. A nearest-prototype classifier on the
+Frozen CNN's features (ANIL-like, no language) is reported with the ``frozen`` arms.
 
 Deviations from the papers are listed in ``deviations`` (and in the report and docs/frozen.md).
 """
@@ -523,8 +523,8 @@ class FrozenExperiment(Experiment):
             "selection (Frozen stopped at about one epoch; held-out caption loss is recorded)",
             "Perceiver Resampler: {cfg.vision.latents} latents, {cfg.vision.depth} layer(s) (Flamingo: 64, 6)",
             "rotary positions in the LM (Frozen's LM: a 7B transformer)",
-            "wording '{cfg.text.wording}' (direct: the name right after the image, '<image> dax', no full stop; "
-            "Frozen's: '<image> this is a dax .' and a question-and-answer query)",
+            "wording '{cfg.text.wording}' (direct: the name right after the image; Frozen's: '<image> this is a "
+            "dax .' and a question-and-answer query)",
         ]
     paper = [
         PaperNumber(
