@@ -113,6 +113,59 @@ def test_episode_images_are_distinct_images_of_their_classes(data):
     assert set(held.classes.flatten().tolist()) <= {7, 8, 9}
 
 
+def test_the_curriculum_holds_back_five_way_and_real_name_episodes_until_mix_after(data):
+    shares = ["text.five_way_share=1", "text.real_name_share=1", "text.mix_after=5", "text.induction_share=0"]
+    cfg = resolve(FrozenConfig, {}, overrides=tiny(data, *shares))
+    sample, vocab = frozen.pretrain_sampler(cfg), frozen.text_of(cfg.data).vocab
+    letters = vocab.ids(binding.LETTERS)
+    for step in (1, 5):  # 2-way nonce episodes: the answer's three letters end the text
+        episodes = sample(4, torch.Generator().manual_seed(step), step=step)[1]
+        assert torch.isin(episodes[:, -binding.NAME_LETTERS :], letters).all()
+        assert len(episodes[0]) <= frozen.episode_length(2, cfg.text.max_shots, "direct")
+    episodes = sample(4, torch.Generator().manual_seed(6), step=6)[1]  # 5-way, the digits' own words
+    assert torch.isin(episodes[:, -1], vocab.ids(binding.DIGITS)).all()
+    assert not torch.isin(episodes, letters).any()
+    assert (episodes == vocab.index["<img>"]).sum(1).min() >= 6  # five supports and the query
+
+
+@pytest.mark.parametrize("wording, tail", [("direct", []), ("frozen", ["this", "is", "a"])])
+def test_text_captions_come_after_mix_after_with_the_class_word_in_the_slot(data, wording, tail):
+    overrides = tiny(data, "text.captions=4", "text.mix_after=5", f"text.wording={wording}")
+    cfg = resolve(FrozenConfig, {}, overrides=overrides)
+    sample, vocab = frozen.pretrain_sampler(cfg), frozen.text_of(cfg.data).vocab
+    assert sample(3, torch.Generator().manual_seed(0), step=5)[2].shape[0] == 0
+    batch = sample(3, torch.Generator().manual_seed(0), step=6)
+    captions = batch[2]
+    assert captions.shape[0] == 4
+    for row in captions.tolist():
+        words = [vocab.words[i] for i in row]
+        digit = words[1]
+        assert digit in binding.DIGITS
+        assert words == ["<img>", digit, *tail, digit] + (["."] if wording == "frozen" else [])
+    model = frozen.Pretraining(EXPERIMENT.new_lm(cfg))
+    loss, logs = model(batch)
+    assert loss.item() == pytest.approx(logs["plays_loss"] + logs["episode_loss"] + logs["caption_loss"], rel=1e-5)
+    assert "caption_loss" not in model(sample(3, torch.Generator().manual_seed(0), step=5))[1]
+
+
+def test_slot_noise_perturbs_the_class_word_of_every_image_slot_by_its_share_of_the_rms(data):
+    cfg = resolve(FrozenConfig, {}, overrides=tiny(data, "text.slot_noise=0.5"))
+    vocab, model = frozen.text_of(cfg.data).vocab, EXPERIMENT.build(cfg, "lm")
+    episodes = frozen.pretrain_sampler(cfg)(64, torch.Generator().manual_seed(0), step=1)[1]
+    seen, hidden = [], model.lm.hidden
+    model.lm.hidden = lambda ids, inject=None, *rest: seen.append((ids, inject)) or hidden(ids, inject, *rest)
+    model.text_loss(episodes)
+    ids, (where, noisy) = seen[-1]
+    assert len(where) == (ids[0] == vocab.index["<img>"]).sum() >= 3  # two supports and the query at least
+    assert (ids[:, where - 1] == vocab.index["<img>"]).all()
+    assert torch.isin(ids[:, where], vocab.ids(binding.DIGITS)).all()
+    clean = model.lm.tokens(ids[:, where])
+    share = (noisy - clean).pow(2).mean(-1).sqrt() / clean.pow(2).mean(-1).sqrt()
+    assert share.mean().item() == pytest.approx(0.5, abs=0.05)
+    model.slot_noise = 0.0  # no noise: the plain LM loss
+    assert model.text_loss(episodes).item() == pytest.approx(model.lm.loss(episodes[:, :-1], episodes[:, 1:]).item())
+
+
 @pytest.mark.parametrize(
     "override, words",
     [

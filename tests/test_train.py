@@ -74,6 +74,19 @@ def test_resume_after_a_crash_ends_exactly_like_an_uninterrupted_run(tmp_path):
     assert result.monitor_metrics == again.monitor_metrics
 
 
+def test_a_sampler_with_a_step_parameter_gets_each_update_once_in_order_across_a_resume(tmp_path):
+    seen = []
+
+    def stepped(batch_size, generator, step):
+        seen.append(step)
+        return sample(batch_size, generator)
+
+    cfg = CFG.model_copy(update={"steps": 30})
+    train(tiny_model(), stepped, cfg.model_copy(update={"steps": 20}), tmp_path, seed=3)
+    train(tiny_model(), stepped, cfg, tmp_path, seed=3, resume=True)
+    assert seen == list(range(1, 31))
+
+
 def test_checkpoint_holds_model_optimizer_rng_and_step(tmp_path):
     model = tiny_model()
     train(model, sample, CFG.model_copy(update={"steps": 10}), tmp_path, seed=0)

@@ -5,7 +5,9 @@ gradient-trained experiment.
 
 - ``model(batch) -> (loss, logs)``: the module computes its own training loss (so the loop and
   DistributedDataParallel do not need to know what a batch contains);
-- ``sample(batch_size, generator) -> batch``: data drawn from a seeded ``torch.Generator``;
+- ``sample(batch_size, generator) -> batch``: data drawn from a seeded ``torch.Generator``; a
+  sampler with a ``step`` parameter is also given the 1-based update the batch is for (a
+  curriculum: the step comes from the loop, so a resumed run draws the same data);
 - optionally ``monitor(model) -> metrics``: a cheap evaluation run every ``eval_every`` steps.
 
 One step (:class:`GradientStepper`): Adam/AdamW/SGD with warm-up and decay, gradient clipping, a
@@ -15,6 +17,7 @@ NaN/inf guard, DDP under ``torchrun``. The loop around it writes metrics, atomic
 
 from __future__ import annotations
 
+import inspect
 import math
 from collections import defaultdict
 from collections.abc import Callable
@@ -111,6 +114,7 @@ class GradientStepper(Stepper):
         if cfg.batch_size % world:
             raise ValueError(f"train.batch_size {cfg.batch_size} is not divisible by the {world} processes")
         self.model, self.sample, self.cfg, self.device = model.to(device), sample, cfg, device
+        self.sample_takes_step = "step" in inspect.signature(sample).parameters
         self.local_batch, self.rank = cfg.batch_size // world, rank
         torch.manual_seed(seed)
         self.generator = torch.Generator().manual_seed(seed * 1_000_003 + rank)  # each rank its own data
@@ -125,7 +129,8 @@ class GradientStepper(Stepper):
         self.lr = learning_rate(self.cfg, n)
         for group in self.optimizer.param_groups:
             group["lr"] = self.lr * group.get("lr_scale", 1.0)
-        batch = to_device(self.sample(self.local_batch, self.generator), self.device)
+        when = {"step": n} if self.sample_takes_step else {}
+        batch = to_device(self.sample(self.local_batch, self.generator, **when), self.device)
         loss, logs = self.trained(batch)
         if not dist.all_true(bool(torch.isfinite(loss))):
             raise NonFinite(f"loss is {loss.item()}")

@@ -107,16 +107,41 @@ class PretrainConfig(Config):
         0.0,
         ge=0,
         le=1,
-        description="share of episodes with the classes' own words ('<img> seven seven'); 0 by default: with "
-        "0.25 the LM learned to copy a name but not which one (docs/frozen.md)",
+        description="share of episodes with the classes' own words ('<img> seven seven'), after mix_after: from "
+        "the start, 0.25 stopped the LM from binding (it copied a name but not which one; docs/frozen.md)",
     )
     induction_share: float = Field(0.5, ge=0, le=1, description="share of episodes opening with task induction")
+    captions: int = Field(
+        0,
+        ge=0,
+        description="captions per update in the LM's text, as the caption stage reads them with the class word in "
+        "the image's slot ('<img> seven seven'), from the update after mix_after on (0: none)",
+    )
+    slot_noise: float = Field(
+        0.0,
+        ge=0,
+        description="Gaussian noise on the class word's embedding in each image slot of the LM's text, in units "
+        "of its RMS (0: none): two slots of one class differ, as two images of one class do; with 0 no image "
+        "arm bound, with 1.0 the LM bound late (docs/frozen.md)",
+    )
+    mix_after: int = Field(
+        0,
+        ge=0,
+        description="a curriculum: the first this many updates see 2-way nonce episodes only, five_way_share and "
+        "real_name_share apply after them (0: from the start)",
+    )
 
 
 class VisionConfig(Config):
     channels: int = Field(32, ge=1, description="CNN channels (the 7x7 map has twice as many)")
     features: int = Field(128, ge=1, description="the CNN's pooled feature vector (Frozen's prefix input)")
-    prefix: int = Field(2, ge=1, le=binding.SLOT, description="Frozen's n visual embeddings (paper's best: 2)")
+    prefix: int = Field(
+        2,
+        ge=1,
+        le=binding.SLOT,
+        description="Frozen's n visual embeddings, at the end of the image's slot (paper's best: 2; 1 keeps the "
+        "slot's <img> marker and puts the image where the LM's text has its class word)",
+    )
     latents: int = Field(8, ge=1, description="Perceiver Resampler latents (Flamingo: 64)")
     depth: int = Field(1, ge=1, description="Perceiver Resampler layers (Flamingo: 6)")
     xattn_every: int = Field(1, ge=1, description="a gated cross-attention block in front of every k-th LM block")
@@ -124,6 +149,11 @@ class VisionConfig(Config):
     train: TrainConfig = TrainConfig(
         steps=150, batch_size=32, lr=3e-4, betas=(0.9, 0.95), log_every=10, eval_every=30, checkpoint_every=150
     )
+
+    @property
+    def prefix_differs(self) -> bool:
+        """Whether n differs from Frozen's best (2): a deviation line."""
+        return self.prefix != 2
 
 
 class EvalConfig(Config):
@@ -248,17 +278,19 @@ def pretrain_sampler(cfg: FrozenConfig) -> Callable:
     text, t = text_of(cfg.data), cfg.text
     classes = list(range(10))
 
-    def sample(batch: int, generator: torch.Generator) -> tuple[Tensor, Tensor]:
+    def sample(batch: int, generator: torch.Generator, step: int) -> tuple[Tensor, Tensor]:
         start = torch.randint(len(text.plays) - t.play_tokens - 1, (batch,), generator=generator)
         plays = text.plays[start[:, None] + torch.arange(t.play_tokens + 1)]
         u = torch.rand(4, generator=generator).tolist()
-        ways = 5 if u[0] < t.five_way_share else 2
+        mixed = step > t.mix_after
+        ways = 5 if mixed and u[0] < t.five_way_share else 2
         shots = 1 + int(u[1] * (t.max_shots if ways == 2 else min(3, t.max_shots)))
-        names = None if u[2] < t.real_name_share else text.train_nonce
+        names = None if mixed and u[2] < t.real_name_share else text.train_nonce
         episodes = binding.binding_episodes(
             text.vocab, batch, ways, shots, names, classes, u[3] < t.induction_share, generator, t.wording
         )
-        return plays, episodes.ids
+        digits = torch.randint(10, (t.captions if mixed else 0,), generator=generator)
+        return plays, episodes.ids, text_captions(text.vocab, digits, t.wording)
 
     return sample
 
@@ -270,6 +302,14 @@ def caption_ids(vocab: binding.Vocabulary, labels: Tensor, wording: str) -> Tens
     words = vocab.ids(["<img>", "<img>"] + (["this", "is", "a"] if frozen else [])).expand(len(labels), -1)
     digit = vocab.ids(binding.DIGITS)[labels][:, None]
     return torch.cat([words, digit] + ([vocab.ids(["."]).expand(len(labels), -1)] if frozen else []), 1)
+
+
+def text_captions(vocab: binding.Vocabulary, labels: Tensor, wording: str) -> Tensor:
+    """Captions as text, each slot holding ``<img>`` and its class word (``<img> seven seven``):
+    what the caption stage asks of the LM, in the LM's own text."""
+    ids = caption_ids(vocab, labels, wording)
+    ids[:, 1] = vocab.ids(binding.DIGITS)[labels]
+    return ids
 
 
 def caption_sampler(cfg: FrozenConfig) -> Callable:
@@ -288,19 +328,38 @@ def caption_sampler(cfg: FrozenConfig) -> Callable:
 
 class Pretraining(nn.Module):
     """The LM's objective: next-word cross-entropy on a window of the plays plus on a batch of
-    binding episodes (every token counts, as Chan et al.'s sequences)."""
+    binding episodes (every token counts, as Chan et al.'s sequences), and on text captions when
+    there are any. With ``slot_noise`` > 0 the class word in each image slot of the episodes and
+    captions is embedded with Gaussian noise (that times the embedding's RMS, per coordinate,
+    fresh at every occurrence), so that two slots of one class are never identical, as two
+    images of one class are not."""
 
-    def __init__(self, lm: LanguageModel):
+    def __init__(self, lm: LanguageModel, image_token: int = 0, slot_noise: float = 0.0):
         super().__init__()
-        self.lm = lm
+        self.lm, self.image_token, self.slot_noise = lm, image_token, slot_noise
 
-    def forward(self, batch: tuple[Tensor, Tensor]) -> tuple[Tensor, dict[str, float]]:
-        plays, episodes = batch
+    def text_loss(self, ids: Tensor) -> Tensor:
+        inputs, targets = ids[:, :-1], ids[:, 1:]
+        if not self.slot_noise:
+            return self.lm.loss(inputs, targets)
+        where = (inputs[0] == self.image_token).nonzero().flatten() + 1  # every row has the same layout
+        where = where[where < inputs.shape[1]]
+        words = self.lm.tokens(inputs[:, where])
+        noisy = words + self.slot_noise * words.pow(2).mean(-1, keepdim=True).sqrt() * torch.randn_like(words)
+        logits = self.lm.logits(self.lm.hidden(inputs, inject=(where, noisy)))
+        return F.cross_entropy(logits.flatten(0, 1), targets.flatten())
+
+    def forward(self, batch: tuple[Tensor, Tensor, Tensor]) -> tuple[Tensor, dict[str, float]]:
+        plays, episodes, captions = batch
         plays_loss = self.lm.loss(plays[:, :-1], plays[:, 1:])
-        episode_loss = self.lm.loss(episodes[:, :-1], episodes[:, 1:])
+        episode_loss = self.text_loss(episodes)
         loss = plays_loss + episode_loss
-        return loss, {"loss": loss.item(), "plays_loss": plays_loss.item(),
-                      "episode_loss": episode_loss.item()}  # fmt: skip
+        logs = {"plays_loss": plays_loss.item(), "episode_loss": episode_loss.item()}
+        if len(captions):
+            caption_loss = self.text_loss(captions)
+            loss = loss + caption_loss
+            logs["caption_loss"] = caption_loss.item()
+        return loss, {"loss": loss.item(), **logs}
 
 
 class Captioner(nn.Module):
@@ -483,13 +542,20 @@ def parse_arm(arm: str) -> tuple[str, int | None]:
     return kind, int(seed)
 
 
+# The LM's text in both presets (the fields default to what the first published runs had): a
+# curriculum (real names after the binding appears), text captions and noise on each slot's class
+# word; docs/frozen.md says what each did.
+LM_TEXT = {"mix_after": 1000, "real_name_share": 0.25, "captions": 32, "slot_noise": 0.5}
+
+
 class FrozenExperiment(Experiment):
     name = "frozen"
     description = "Frozen and Flamingo: a frozen LM learns to see from captions and binds new words to images"
     Config = FrozenConfig
     presets = {
-        "quick": {},
+        "quick": {"text": LM_TEXT, "vision": {"prefix": 1}},
         "paper": {
+            "text": LM_TEXT,
             "seeds": [0, 1, 2, 3, 4],
             "lm": {"layers": 6, "width": 256, "heads": 8, "mlp": 1024},
             "train": {"steps": 20_000, "batch_size": 64},
@@ -519,6 +585,12 @@ class FrozenExperiment(Experiment):
             "nonce names are three letters spelled one token each, from {cfg.data.nonce_words:,} strings split in "
             "halves (Frozen: whole nonsense words such as 'dax' and 'blicket')",
             "Frozen's prefix passes a LayerNorm scaled to the token embeddings' norm (paper: linear only)",
+            "{cfg.vision.prefix_differs:if}Frozen's prefix: n = {cfg.vision.prefix} embedding(s) at the end of the "
+            "image's slot, after its <img> marker (paper's best: n = 2)",
+            "{cfg.text.slot_noise:if}the LM's text embeds the class word in each image slot with Gaussian noise of "
+            "{cfg.text.slot_noise} times its RMS (ours: a stand-in for two images of one class differing)",
+            "{cfg.text.captions:if}the LM's text has {cfg.text.captions} captions per update ('<img> seven seven') "
+            "after update {cfg.text.mix_after:,} (Frozen's LM read web text only)",
             "captions: {cfg.vision.train.steps} updates of {cfg.vision.train.batch_size}, no early-stopping "
             "selection (Frozen stopped at about one epoch; held-out caption loss is recorded)",
             "Perceiver Resampler: {cfg.vision.latents} latents, {cfg.vision.depth} layer(s) (Flamingo: 64, 6)",
@@ -565,7 +637,7 @@ class FrozenExperiment(Experiment):
         torch.manual_seed(cfg.seeds[0] if seed is None else seed)
         lm = self.new_lm(cfg)
         if kind == "lm":
-            return Pretraining(lm)
+            return Pretraining(lm, text_of(cfg.data).vocab.index["<img>"], cfg.text.slot_noise)
         return Captioner(kind, lm, text_of(cfg.data).vocab, cfg.vision, cfg.text.wording)
 
     def fit(self, cfg: FrozenConfig, arm: str, model: nn.Module, directory: Path, *, progress, resume, device):

@@ -86,8 +86,11 @@ def episode_figure(images, captions: list[str], prompt: str, answer: str, truth:
         ax.set_xticks([])
         ax.set_yticks([])
         ax.set_xlabel(caption, fontsize=8, wrap=True)
-    mark = "right" if answer == truth else f"wrong; the answer is '{truth}'"
-    axes[0][-1].set_title(f"model: '{answer}' ({mark})", fontsize=8, color="green" if answer == truth else "red")
+    # under the query image, on lines of their own, so that a long answer is not cut at the figure's edge
+    mark = "right" if answer == truth else f"wrong: the answer is '{truth}'"
+    query = axes[0][-1]
+    query.set_xlabel(f"{captions[-1]}\nmodel: '{answer}'\n({mark})".lstrip("\n"), fontsize=8)
+    query.xaxis.label.set_color("green" if answer == truth else "red")
     fig.suptitle(prompt, fontsize=9)
     fig.tight_layout()
     return save(fig, path)
