@@ -100,9 +100,10 @@ class LanguageModel(nn.Module):
         """Scores against the token table (weights tied, as GPT-2)."""
         return hidden @ self.tokens.weight.T
 
-    def loss(self, ids: Tensor, targets: Tensor) -> Tensor:
-        """Mean next-word cross-entropy; ``targets`` (B, T) equal to -100 are ignored."""
-        return F.cross_entropy(self(ids).flatten(0, 1), targets.flatten(), ignore_index=-100)
+    def loss(self, ids: Tensor, targets: Tensor, inject: tuple[Tensor, Tensor] | None = None) -> Tensor:
+        """Mean next-word cross-entropy; ``targets`` (B, T) equal to -100 are ignored; ``inject`` as
+        in :meth:`hidden`."""
+        return F.cross_entropy(self(ids, inject).flatten(0, 1), targets.flatten(), ignore_index=-100)
 
 
 def fingerprint(module: nn.Module) -> str:

@@ -278,7 +278,8 @@ def pretrain_sampler(cfg: FrozenConfig) -> Callable:
     text, t = text_of(cfg.data), cfg.text
     classes = list(range(10))
 
-    def sample(batch: int, generator: torch.Generator, step: int) -> tuple[Tensor, Tensor]:
+    def sample(batch: int, generator: torch.Generator, step: int) -> tuple[Tensor, Tensor, Tensor]:
+        """Plays, episodes and text captions (none before ``mix_after``) for update ``step``."""
         start = torch.randint(len(text.plays) - t.play_tokens - 1, (batch,), generator=generator)
         plays = text.plays[start[:, None] + torch.arange(t.play_tokens + 1)]
         u = torch.rand(4, generator=generator).tolist()
@@ -346,8 +347,7 @@ class Pretraining(nn.Module):
         where = where[where < inputs.shape[1]]
         words = self.lm.tokens(inputs[:, where])
         noisy = words + self.slot_noise * words.pow(2).mean(-1, keepdim=True).sqrt() * torch.randn_like(words)
-        logits = self.lm.logits(self.lm.hidden(inputs, inject=(where, noisy)))
-        return F.cross_entropy(logits.flatten(0, 1), targets.flatten())
+        return self.lm.loss(inputs, targets, inject=(where, noisy))
 
     def forward(self, batch: tuple[Tensor, Tensor, Tensor]) -> tuple[Tensor, dict[str, float]]:
         plays, episodes, captions = batch
