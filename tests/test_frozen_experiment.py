@@ -166,6 +166,35 @@ def test_slot_noise_perturbs_the_class_word_of_every_image_slot_by_its_share_of_
     assert model.text_loss(episodes).item() == pytest.approx(model.lm.loss(episodes[:, :-1], episodes[:, 1:]).item())
 
 
+def test_random_codes_give_one_unit_rms_vector_per_word_and_row():
+    words = torch.tensor([[5, 7, 5, 7, 5], [5, 7, 7, 9, 5]])
+    codes = frozen.random_codes(words, 64)
+    assert codes.shape == (2, 5, 64)
+    assert codes.pow(2).mean(-1).sqrt() == pytest.approx(torch.ones(2, 5), abs=1e-5)
+    assert torch.equal(codes[0, 0], codes[0, 2]) and torch.equal(codes[0, 1], codes[0, 3])
+    assert torch.equal(codes[1, 1], codes[1, 2]) and torch.equal(codes[1, 0], codes[1, 4])
+    assert not torch.allclose(codes[0, 0], codes[0, 1]) and not torch.allclose(codes[0, 0], codes[1, 0])
+
+
+def test_slot_codes_replace_the_class_words_of_the_drawn_share_of_episodes_after_mix_after(data):
+    cfg = resolve(FrozenConfig, {}, overrides=tiny(data, "text.slot_codes=0.5", "text.mix_after=5"))
+    model, sample = EXPERIMENT.build(cfg, "lm"), frozen.pretrain_sampler(cfg)
+    assert not sample(64, torch.Generator().manual_seed(0), step=5)[3].any()
+    _, episodes, _, coded = sample(64, torch.Generator().manual_seed(0), step=6)
+    assert 16 < coded.sum() < 48
+    seen, hidden = [], model.lm.hidden
+    model.lm.hidden = lambda ids, inject=None, *rest: seen.append((ids, inject)) or hidden(ids, inject, *rest)
+    model.text_loss(episodes, coded)
+    ids, (where, slots) = seen[-1]
+    words = model.lm.tokens(ids[:, where])
+    assert torch.equal(slots[~coded], words[~coded])  # no noise: the words themselves
+    coded_slots, coded_words = slots[coded], ids[coded][:, where]
+    assert not torch.allclose(coded_slots, words[coded])
+    same = coded_words[:, :, None] == coded_words[:, None, :]  # slots of one class in one episode: one code
+    distance = (coded_slots[:, :, None] - coded_slots[:, None, :]).abs().amax(-1)
+    assert (distance[same] == 0).all() and (distance[~same] > 0).all()
+
+
 @pytest.mark.parametrize(
     "override, words",
     [

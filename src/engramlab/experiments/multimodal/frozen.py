@@ -124,6 +124,14 @@ class PretrainConfig(Config):
         "of its RMS (0: none): two slots of one class differ, as two images of one class do; with 0 no image "
         "arm bound, with 1.0 the LM bound late (docs/frozen.md)",
     )
+    slot_codes: float = Field(
+        0.0,
+        ge=0,
+        le=1,
+        description="share of episodes whose image slots hold a random vector per class instead of the class "
+        "word (with a random shared part, then slot_noise), after mix_after: the LM learns to match what is in a "
+        "slot, not only words it knows (0: none)",
+    )
     mix_after: int = Field(
         0,
         ge=0,
@@ -278,8 +286,9 @@ def pretrain_sampler(cfg: FrozenConfig) -> Callable:
     text, t = text_of(cfg.data), cfg.text
     classes = list(range(10))
 
-    def sample(batch: int, generator: torch.Generator, step: int) -> tuple[Tensor, Tensor, Tensor]:
-        """Plays, episodes and text captions (none before ``mix_after``) for update ``step``."""
+    def sample(batch: int, generator: torch.Generator, step: int) -> tuple[Tensor, Tensor, Tensor, Tensor]:
+        """Plays, episodes, text captions (none before ``mix_after``) and which episodes hold random
+        codes in their slots (none before ``mix_after``) for update ``step``."""
         start = torch.randint(len(text.plays) - t.play_tokens - 1, (batch,), generator=generator)
         plays = text.plays[start[:, None] + torch.arange(t.play_tokens + 1)]
         u = torch.rand(4, generator=generator).tolist()
@@ -291,7 +300,10 @@ def pretrain_sampler(cfg: FrozenConfig) -> Callable:
             text.vocab, batch, ways, shots, names, classes, u[3] < t.induction_share, generator, t.wording
         )
         digits = torch.randint(10, (t.captions if mixed else 0,), generator=generator)
-        return plays, episodes.ids, text_captions(text.vocab, digits, t.wording)
+        coded = torch.zeros(batch, dtype=torch.bool)
+        if t.slot_codes:  # drawn only then: runs without codes draw the data they always drew
+            coded = torch.rand(batch, generator=generator) < (t.slot_codes if mixed else 0.0)
+        return plays, episodes.ids, text_captions(text.vocab, digits, t.wording), coded
 
     return sample
 
@@ -327,6 +339,19 @@ def caption_sampler(cfg: FrozenConfig) -> Callable:
 # models
 
 
+def random_codes(words: Tensor, width: int) -> Tensor:
+    """(B, S) the word in each slot -> (B, S, width): a random vector per word and row, of unit RMS,
+    ``s·u + z`` with z ~ N(0, I) per word and u ~ N(0, I) shared by the row's words, s ~ U(0, 2):
+    two words' codes have any cosine from 0 to about 0.8, as a vision side's embeddings of two
+    classes, which share a part (docs/frozen.md)."""
+    first = (words[:, :, None] == words[:, None, :]).float().argmax(-1)  # each slot's first slot of its word
+    own = torch.randn(*words.shape, width, device=words.device)
+    own = own.gather(1, first[..., None].expand_as(own))
+    shared = torch.randn(len(words), 1, width, device=words.device) * 2 * torch.rand(len(words), 1, 1)
+    codes = own + shared
+    return codes / codes.pow(2).mean(-1, keepdim=True).sqrt()
+
+
 class Pretraining(nn.Module):
     """The LM's objective: next-word cross-entropy on a window of the plays plus on a batch of
     binding episodes (every token counts, as Chan et al.'s sequences), and on text captions when
@@ -339,20 +364,26 @@ class Pretraining(nn.Module):
         super().__init__()
         self.lm, self.image_token, self.slot_noise = lm, image_token, slot_noise
 
-    def text_loss(self, ids: Tensor) -> Tensor:
+    def text_loss(self, ids: Tensor, coded: Tensor | None = None) -> Tensor:
+        """Next-word loss on ``ids``; each slot's class word with noise as the class docstring says,
+        and in the rows where ``coded`` (B,) is True a random code per class in its place."""
         inputs, targets = ids[:, :-1], ids[:, 1:]
-        if not self.slot_noise:
+        coded = coded if coded is not None and coded.any() else None
+        if not self.slot_noise and coded is None:
             return self.lm.loss(inputs, targets)
         where = (inputs[0] == self.image_token).nonzero().flatten() + 1  # every row has the same layout
         where = where[where < inputs.shape[1]]
         words = self.lm.tokens(inputs[:, where])
-        noisy = words + self.slot_noise * words.pow(2).mean(-1, keepdim=True).sqrt() * torch.randn_like(words)
+        rms = words.pow(2).mean(-1, keepdim=True).sqrt()
+        if coded is not None:
+            words = torch.where(coded[:, None, None], random_codes(inputs[:, where], words.shape[-1]) * rms, words)
+        noisy = words + self.slot_noise * rms * torch.randn_like(words)
         return self.lm.loss(inputs, targets, inject=(where, noisy))
 
-    def forward(self, batch: tuple[Tensor, Tensor, Tensor]) -> tuple[Tensor, dict[str, float]]:
-        plays, episodes, captions = batch
+    def forward(self, batch: tuple[Tensor, Tensor, Tensor, Tensor]) -> tuple[Tensor, dict[str, float]]:
+        plays, episodes, captions, coded = batch
         plays_loss = self.lm.loss(plays[:, :-1], plays[:, 1:])
-        episode_loss = self.text_loss(episodes)
+        episode_loss = self.text_loss(episodes, coded)
         loss = plays_loss + episode_loss
         logs = {"plays_loss": plays_loss.item(), "episode_loss": episode_loss.item()}
         if len(captions):
@@ -589,6 +620,9 @@ class FrozenExperiment(Experiment):
             "image's slot, after its <img> marker (paper's best: n = 2)",
             "{cfg.text.slot_noise:if}the LM's text embeds the class word in each image slot with Gaussian noise of "
             "{cfg.text.slot_noise} times its RMS (ours: a stand-in for two images of one class differing)",
+            "{cfg.text.slot_codes:if}the LM's text: after update {cfg.text.mix_after:,}, a share of "
+            "{cfg.text.slot_codes} of episodes holds a random vector per class in each image slot instead of the "
+            "class word (ours: a probe of binding what is not a word)",
             "{cfg.text.captions:if}the LM's text has {cfg.text.captions} captions per update ('<img> seven seven') "
             "after update {cfg.text.mix_after:,} (Frozen's LM read web text only)",
             "captions: {cfg.vision.train.steps} updates of {cfg.vision.train.batch_size}, no early-stopping "
