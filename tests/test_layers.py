@@ -12,7 +12,17 @@ PACKAGE = REPO / "src" / "engramlab"
 LAYERS = [
     ("base", ("engramlab.config", "engramlab.errors", "engramlab.threads")),
     ("engine", ("engramlab.engine",)),
-    ("toolbox", ("engramlab.memory", "engramlab.ponder", "engramlab.models", "engramlab.tasks", "engramlab.evolve")),
+    (
+        "toolbox",
+        (
+            "engramlab.memory",
+            "engramlab.ponder",
+            "engramlab.models",
+            "engramlab.tasks",
+            "engramlab.evolve",
+            "engramlab.space",
+        ),
+    ),
     ("experiments", ("engramlab.experiments",)),
     ("commands", ("engramlab",)),  # cli, api, evaluate, report, bench, publish and the package itself
 ]

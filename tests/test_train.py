@@ -6,9 +6,10 @@ import pytest
 import torch
 from torch import nn
 
+from engramlab.engine import train as engine
 from engramlab.engine.checkpoint import Checkpoint, load_checkpoint, save_checkpoint
 from engramlab.engine.rundir import read_metrics
-from engramlab.engine.train import TrainConfig, learning_rate, train
+from engramlab.engine.train import RMSpropTF1, TrainConfig, learning_rate, train
 from engramlab.errors import NonFiniteLossError, RunDirError
 from engramlab.models.parity import ParityModel
 from engramlab.ponder.halting import PonderNet
@@ -174,3 +175,48 @@ def test_metrics_file_is_jsonl_with_train_and_eval_rows(tmp_path):
     assert [r["step"] for r in rows if "train/loss" in r] == [5, 10, 15, 20]
     assert [r["step"] for r in rows if "eval/accuracy" in r] == [10, 20]
     assert list(tmp_path.glob("events.out.tfevents.*")), "TensorBoard events are written"
+
+
+def test_rmsprop_tf1_follows_tensorflow_1s_update_by_hand():
+    """ms starts at 1 and epsilon sits inside the square root (TensorFlow 1's RMSPropOptimizer)."""
+    w = torch.nn.Parameter(torch.tensor([1.0, -2.0]))
+    optimizer = RMSpropTF1([w], lr=0.1, decay=0.9, momentum=0.5, eps=1e-10)
+    grads = [torch.tensor([0.5, -1.0]), torch.tensor([0.2, 0.3])]
+    expected, ms, mom = torch.tensor([1.0, -2.0]), torch.ones(2), torch.zeros(2)
+    for g in grads:
+        w.grad = g.clone()
+        optimizer.step()
+        ms = 0.9 * ms + 0.1 * g**2
+        mom = 0.5 * mom + 0.1 * g / torch.sqrt(ms + 1e-10)
+        expected = expected - mom
+        assert torch.allclose(w.detach(), expected, atol=1e-7)
+    # the first step of a gradient of 1e-5 is about lr * 1e-5 (TensorFlow), not lr (PyTorch's RMSprop)
+    v = torch.nn.Parameter(torch.zeros(1))
+    tf1 = RMSpropTF1([v], lr=1.0)
+    v.grad = torch.tensor([1e-5])
+    tf1.step()
+    assert abs(v.item()) == pytest.approx(1e-5 / 0.9**0.5, rel=1e-4)  # ms = 0.9 * 1 + 0.1 * 1e-10
+
+
+def test_grad_value_clip_clips_every_element_after_the_norm_clip(tmp_path, monkeypatch):
+    seen = []
+
+    class Probe(torch.nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.w = torch.nn.Parameter(torch.zeros(3))
+
+        def forward(self, batch):
+            loss = (self.w * torch.tensor([1e-3, -2e-6, 5.0])).sum()
+            return loss, {"loss": loss.item()}
+
+    class Spy(torch.optim.SGD):
+        def step(self, closure=None):
+            seen.append(self.param_groups[0]["params"][0].grad.clone())
+            return super().step(closure)
+
+    cfg = TrainConfig(steps=1, batch_size=1, optimizer="sgd", lr=0.1, grad_clip=0.0, grad_value_clip=1e-5,
+                      log_every=1, eval_every=1, checkpoint_every=1)  # fmt: skip
+    monkeypatch.setattr(engine, "make_optimizer", lambda m, c: Spy(m.parameters(), lr=c.lr))
+    train(Probe(), lambda batch, generator: None, cfg, tmp_path, seed=0)
+    assert torch.allclose(seen[0], torch.tensor([1e-5, -2e-6, 1e-5]))

@@ -38,7 +38,12 @@ from engramlab.engine.progress import Progress
 class TrainConfig(Config):
     steps: int = Field(10_000, ge=1, description="number of optimizer updates")
     batch_size: int = Field(128, ge=1, description="samples per update, summed over all processes")
-    optimizer: Literal["adam", "adamw", "sgd"] = Field("adam", description="optimizer (sgd: plain SGD, no momentum)")
+    optimizer: Literal["adam", "adamw", "sgd", "rmsprop-tf1"] = Field(
+        "adam",
+        description="optimizer (sgd: SGD with `momentum`; rmsprop-tf1: TensorFlow 1's RMSPropOptimizer, decay 0.9, "
+        "epsilon 1e-10 inside the square root, mean square starting at 1, with `momentum`, as Banino et al. 2018)",
+    )
+    momentum: float = Field(0.0, ge=0, lt=1, description="momentum of sgd and rmsprop-tf1 (0: none)")
     lr: float = Field(3e-4, gt=0, description="peak learning rate")
     betas: tuple[float, float] = Field((0.9, 0.999), description="Adam betas")
     weight_decay: float = Field(0.0, ge=0, description="weight decay (decoupled for adamw)")
@@ -55,6 +60,9 @@ class TrainConfig(Config):
     )
     min_lr_ratio: float = Field(0.0, ge=0, le=1, description="final learning rate as a fraction of lr")
     grad_clip: float = Field(1.0, ge=0, description="clip the global gradient norm to this (0: off)")
+    grad_value_clip: float = Field(
+        0.0, ge=0, description="then clip every gradient element to [-this, this] (0: off; Banino et al. 2018: 1e-5)"
+    )
     log_every: int = Field(100, ge=1, description="write averaged training metrics every this many steps")
     eval_every: int = Field(1000, ge=1, description="run the monitoring evaluation every this many steps")
     checkpoint_every: int = Field(1000, ge=1, description="write a checkpoint every this many steps")
@@ -88,9 +96,36 @@ def make_optimizer(model: nn.Module, cfg: TrainConfig) -> torch.optim.Optimizer:
     follows the schedule times its ``lr_scale`` (Frozen's fine-tuned LM at 1/30 of the lr)."""
     params = model.parameter_groups() if hasattr(model, "parameter_groups") else model.parameters()
     if cfg.optimizer == "sgd":
-        return torch.optim.SGD(params, lr=cfg.lr, weight_decay=cfg.weight_decay)
+        return torch.optim.SGD(params, lr=cfg.lr, momentum=cfg.momentum, weight_decay=cfg.weight_decay)
+    if cfg.optimizer == "rmsprop-tf1":
+        return RMSpropTF1(params, lr=cfg.lr, momentum=cfg.momentum)
     kind = torch.optim.AdamW if cfg.optimizer == "adamw" else torch.optim.Adam
     return kind(params, lr=cfg.lr, betas=cfg.betas, weight_decay=cfg.weight_decay)
+
+
+class RMSpropTF1(torch.optim.Optimizer):
+    """TensorFlow 1's ``RMSPropOptimizer`` (non-centred), which Banino et al. 2018 trained with:
+    ``ms = decay·ms + (1 - decay)·g²``, ``mom = momentum·mom + lr·g / sqrt(ms + eps)``, ``w -= mom``,
+    with ``ms`` starting at 1. PyTorch's RMSprop differs where it matters for gradients clipped to
+    1e-5 (pytorch/pytorch#32545): its epsilon sits outside the square root and its mean square
+    starts at 0, so its first steps are full-size where TensorFlow's are tiny."""
+
+    def __init__(self, params, lr: float, decay: float = 0.9, momentum: float = 0.0, eps: float = 1e-10):
+        super().__init__(params, {"lr": lr, "decay": decay, "momentum": momentum, "eps": eps})
+
+    @torch.no_grad()
+    def step(self, closure=None):
+        for group in self.param_groups:
+            for p in group["params"]:
+                if p.grad is None:
+                    continue
+                state = self.state[p]
+                if not state:
+                    state["ms"], state["mom"] = torch.ones_like(p), torch.zeros_like(p)
+                ms, mom = state["ms"], state["mom"]
+                ms.mul_(group["decay"]).addcmul_(p.grad, p.grad, value=1 - group["decay"])
+                mom.mul_(group["momentum"]).addcdiv_(p.grad, (ms + group["eps"]).sqrt(), value=group["lr"])
+                p.sub_(mom)
 
 
 def to_device(batch: Any, device: torch.device) -> Any:
@@ -137,6 +172,8 @@ class GradientStepper(Stepper):
         self.optimizer.zero_grad(set_to_none=True)
         loss.backward()
         grad_norm = nn.utils.clip_grad_norm_(self.model.parameters(), self.cfg.grad_clip or math.inf)
+        if self.cfg.grad_value_clip:
+            nn.utils.clip_grad_value_(self.model.parameters(), self.cfg.grad_value_clip)
         if not dist.all_true(bool(torch.isfinite(grad_norm))):
             raise NonFinite(f"gradient norm is {grad_norm.item()}")
         self.optimizer.step()

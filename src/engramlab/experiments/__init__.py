@@ -42,6 +42,7 @@ REGISTRY = Registry(
         "bacteria": "engramlab.experiments.evolution.bacteria",
         "frozen": "engramlab.experiments.multimodal.frozen",
         "offline-rl": "engramlab.experiments.offline.offline_rl",
+        "grid-cells": "engramlab.experiments.space.grid_cells",
     }
 )
 

@@ -1,0 +1,1 @@
+"""Memory for space: grid cells (Banino et al. 2018)."""
