@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import argparse
 import json
+from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
@@ -42,7 +43,7 @@ def load(run: Path, arm: str, cfg: fz.FrozenConfig) -> torch.nn.Module:
     return model.eval()
 
 
-def slot_filler(lm: fz.LanguageModel, vectors) -> callable:
+def slot_filler(lm: fz.LanguageModel, vectors: Callable) -> Callable:
     """A reader whose image slots' class-word positions hold ``vectors(episodes, images)`` (B, S, width)."""
 
     def read(episodes: binding.Episodes, images: torch.Tensor) -> torch.Tensor:

@@ -45,6 +45,7 @@ from engramlab.engine.experiment import Experiment, PaperNumber
 from engramlab.engine.loop import TrainResult
 from engramlab.engine.train import TrainConfig, train
 from engramlab.errors import ConfigError
+from engramlab.experiments.space import plots
 from engramlab.models.grid_cells import PathIntegratorLSTM, PathIntegratorRNN
 from engramlab.space import scores
 from engramlab.space.trajectories import HeadDirectionCells, PlaceCells, Trajectories, trajectories
@@ -337,8 +338,6 @@ class GridCellsExperiment(Experiment):
     def record(self, cfg: GridCellsConfig, arm: str, model: nn.Module, out_dir: Path) -> list[Path]:
         """For each recipe's first seed and untrained network: the top units' rate maps and
         autocorrelograms, and trajectories with the decoded positions."""
-        from engramlab.experiments.space import plots
-
         name, seed = parse_arm(arm)
         if seed not in (None, cfg.seeds[0]):
             return []
@@ -372,8 +371,6 @@ class GridCellsExperiment(Experiment):
         return metrics
 
     def plot(self, cfg: GridCellsConfig, results: dict[str, dict[str, Any]], run_dir: Path, out_dir: Path):
-        from engramlab.experiments.space import plots
-
         return plots.all_plots(cfg, results, run_dir, out_dir)
 
     def seed_of(self, cfg: GridCellsConfig) -> int:
