@@ -66,10 +66,15 @@ def only_run_dir(root, experiment):
 
 
 def checkpoint_step(run_dir, arm) -> int:
+    """The step of the arm's checkpoint, 0 while there is none. A save moves the current file aside
+    before renaming the new one in, so a poll can land in that gap: it reads as "not yet"."""
     from engramlab.engine.checkpoint import load_checkpoint
+    from engramlab.errors import RunDirError
 
-    path = run_dir / arm / "checkpoint.safetensors"
-    return load_checkpoint(path, with_state=False).step if path.exists() else 0
+    try:
+        return load_checkpoint(run_dir / arm / "checkpoint.safetensors", with_state=False).step
+    except RunDirError:
+        return 0
 
 
 @pytest.mark.parametrize("experiment, settings, arm, kill_after", CASES, ids=[c[0] for c in CASES])

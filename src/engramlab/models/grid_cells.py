@@ -8,7 +8,7 @@ and head-direction-cell activity at the start; a linear layer of 512 units witho
 cells and 12 head-direction cells, trained by cross-entropy against the cells' activity.
 
 :class:`PathIntegratorRNN` is Sorscher et al.'s recipe (NeurIPS 2019; Neuron 2023): a vanilla RNN
-without biases, non-negative (ReLU) by default, reading the allocentric velocity, its initial state
+without biases, non-negative (ReLU) by default, reading the allocentric displacement per step, its initial state
 a linear function of the place-cell activity, read out linearly to place cells (difference of
 softmaxes in their recipe), with weight decay on the recurrent weights only.
 
@@ -63,7 +63,7 @@ class PathIntegratorRNN(nn.Module):
         self.decoder = nn.Linear(units, place, bias=False)
 
     def forward(self, velocity: Tensor, start_place: Tensor, start_hd: Tensor | None = None):
-        """velocity (B, T, 2) allocentric (m/s); start_place (B, place)."""
+        """velocity (B, T, 2): the allocentric displacement of each step (m); start_place (B, place)."""
         units, _ = self.rnn(velocity, self.encoder(start_place)[None])
         return self.decoder(units), None, units
 
