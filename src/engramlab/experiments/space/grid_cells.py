@@ -328,8 +328,8 @@ class GridCellsExperiment(Experiment):
         for preset in ("quick", "paper")
     }
     paper = [
-        PaperNumber("a/frac_above_0.37", "grid-like units (score60 > 0.37), recipe A", 25.2,
-                    "129 of 512 bottleneck units; a 2026 replication: 17.8 ± 2.0 %", "Banino et al. 2018, Fig. 1"),
+        PaperNumber("a/frac_above_0.37", "share of grid-like units (score60 > 0.37), recipe A", 0.252,
+                    "129 of 512 bottleneck units; a 2026 replication: 0.178 ± 0.020", "Banino et al. 2018, Fig. 1"),
         PaperNumber("a/decode_error_cm", "path-integration error, recipe A (cm)", 16.0,
                     "replication: 19.1 ± 0.6 cm", "Banino et al. 2018, Extended Data"),
         PaperNumber("a-untrained/decode_error_cm", "path-integration error, untrained (cm)", 91.0,
