@@ -18,6 +18,7 @@ import json
 import sys
 from pathlib import Path
 
+import numpy as np
 import yaml
 
 from engramlab.engine.plots import plt, save
@@ -58,8 +59,20 @@ def rows_of(run: Path) -> list[dict]:
             value = metrics.get(f"{recipe}/{field}")
             row[field] = value
             row[f"{field}/std"] = metrics.get(f"{recipe}/{field}/std")
+        errors = seed_errors(run, recipe)
+        if errors:  # the summary keeps only the mean; the arms' own summaries give the spread
+            row["decode_error_cm/seeds"] = errors
+            row["decode_error_cm/std"] = float(np.std(errors))
         rows.append(row)
     return rows
+
+
+def seed_errors(run: Path, recipe: str) -> list[float]:
+    """Each trained seed's decoded error (cm) from its arm's ``summary.json``, in seed order."""
+    if recipe.endswith("-untrained"):
+        return []
+    paths = sorted(run.glob(f"{recipe}-seed*/summary.json"), key=lambda p: int(p.parent.name.split("seed")[-1]))
+    return [read_json(path)["results"]["decode_error_cm"] for path in paths]
 
 
 def cell(row: dict, field: str) -> str:
@@ -70,6 +83,8 @@ def cell(row: dict, field: str) -> str:
         return f"{int(value)} of {row['seeds']}"
     scale = 100 if field.startswith("frac") else 1
     text = f"{scale * value:.1f}" if field != "top_score60" else f"{value:.2f}"
+    if field == "decode_error_cm" and len(row.get("decode_error_cm/seeds", [])) > 1:
+        return text + " (" + ", ".join(f"{e:.1f}" for e in row["decode_error_cm/seeds"]) + ")"
     if spread and row["seeds"] > 1:
         text += f" ± {scale * spread:.1f}" if field != "top_score60" else f" ± {spread:.2f}"
     return text

@@ -5,6 +5,8 @@ import importlib.util
 import json
 from pathlib import Path
 
+import pytest
+
 ROOT = Path(__file__).resolve().parents[1]
 spec = importlib.util.spec_from_file_location("grid_table", ROOT / "scripts" / "grid_table.py")
 grid_table = importlib.util.module_from_spec(spec)
@@ -17,6 +19,11 @@ def fake_run(directory: Path, overrides: list[str], metrics: dict[str, float]) -
     (directory / "config.yaml").write_text("a:\n  train:\n    steps: 8000\n")
     (directory / "summary.json").write_text(json.dumps({"metrics": metrics}))
     return directory
+
+
+def fake_arm(run: Path, arm: str, error: float) -> None:
+    (run / arm).mkdir()
+    (run / arm / "summary.json").write_text(json.dumps({"results": {"decode_error_cm": error}}))
 
 
 def recipe_metrics(recipe: str, seeds: int, with_grids: int, error: float, share: float) -> dict[str, float]:
@@ -43,6 +50,8 @@ def test_rows_per_recipe_named_by_their_changes(tmp_path):
         ["recipes=[a]", "untrained=false", "a.train.grad_value_clip=1e-5"],
         recipe_metrics("a", 2, 0, 90.0, 0.0),
     )
+    for seed, error in ((10, 12.0), (0, 9.0), (1, 15.0)):  # seed order, not name order
+        fake_arm(base, f"a-seed{seed}", error)
     out = tmp_path / "out"
     assert grid_table.main([str(base), str(clip), "--out", str(out)]) == 0
     rows = json.loads((out / "table.json").read_text())["rows"]
@@ -52,7 +61,8 @@ def test_rows_per_recipe_named_by_their_changes(tmp_path):
         ("a", "a.train.grad_value_clip=1e-5", 8000),
     ]
     table = (out / "table.md").read_text().splitlines()
-    assert table[2] == "| a | none | 8,000 | 2 of 3 | 12.0 ± 1.5 | 15.0 ± 1.0 | 17.0 | 0.90 |"
+    assert table[2] == "| a | none | 8,000 | 2 of 3 | 12.0 (9.0, 15.0, 12.0) | 15.0 ± 1.0 | 17.0 | 0.90 |"
+    assert rows[0]["decode_error_cm/std"] == pytest.approx(6**0.5)
     assert table[4].startswith("| a | a.train.grad_value_clip=1e-5 | 8,000 | 0 of 2 | 90.0 ± 1.5 | 0.0 ± 1.0 |")
     assert (out / "table.png").stat().st_size > 0
 
