@@ -94,3 +94,28 @@ def test_the_seed_bar_needs_ten_percent_above_the_null_and_a_top_score_of_0_8():
     assert not grid_cells.has_grids({**good, "frac_above_0.37_and_null95": 0.05})
     assert not grid_cells.has_grids({**good, "top_score60": 0.7})
     assert np.isfinite(good["top_score60"])
+
+
+def test_sorschers_input_is_the_displacement_of_each_step():
+    cfg = GridCellsConfig()
+    path = grid_cells.walk(cfg.b, 4, torch.Generator().manual_seed(0))
+    moved = grid_cells.network_input(cfg.b, path)
+    assert moved.shape == (4, cfg.b.env.steps, 2)
+    assert torch.allclose(path.position[:, 0] + moved.cumsum(1)[:, -1], path.position[:, -1], atol=1e-5)
+    assert 0.005 < moved.norm(dim=-1).mean() < 0.05  # metres per step (speed·dt), not m/s
+
+
+def test_quick_names_its_optimisers_as_deviations_and_paper_keeps_the_published_ones():
+    def lines(preset):
+        cfg = resolve(GridCellsConfig, EXPERIMENT.presets[preset])
+        return cfg, " ".join(EXPERIMENT.deviations_of(cfg, preset))
+
+    quick, quick_text = lines("quick")
+    paper, paper_text = lines("paper")
+    assert not quick.a.optimiser_as_published and not quick.b.optimiser_as_published
+    assert "recipe A trained by Adam at lr 1e-3, value clip 0" in quick_text
+    assert "recipe B trained by Adam at lr 1e-3 with weight decay 0.0" in quick_text
+    assert paper.a.optimiser_as_published and paper.b.optimiser_as_published
+    assert "trained by" not in paper_text
+    assert (paper.a.train.optimizer, paper.a.train.lr, paper.a.train.grad_value_clip) == ("rmsprop-tf1", 1e-5, 1e-5)
+    assert (paper.b.train.lr, paper.b.net.weight_decay, paper.b.net.units) == (1e-4, 1e-4, 4096)
