@@ -123,7 +123,8 @@ SORSCHER = RecipeConfig(
     env=EnvConfig(steps=20, speed_scale=0.13 * 2 * math.pi, rotation_std_deg=660.0),
     cells=CellsConfig(place=512, place_sigma=0.12, place_kind="dos", hd=0),
     # quick: lr 1e-3 and no weight decay (measured: at initialisation the decay's gradient on W_hh is
-    # ~700x the loss's, so Adam shrinks W_hh before the loss moves; `paper`: Sorscher's 1e-4 and 1e-4)
+    # ~660x the loss's (scripts/grid_gradient_scales.py), so Adam shrinks W_hh before the loss
+    # moves; `paper`: Sorscher's 1e-4 and 1e-4)
     net=NetConfig(kind="rnn", units=512, weight_decay=0.0),
     train=TrainConfig(
         steps=4000,
@@ -316,7 +317,7 @@ class GridCellsExperiment(Experiment):
             "here)",
             "{cfg.b.optimiser_as_published:unless}recipe B trained by {cfg.b.train.optimizer:name} at lr "
             "{cfg.b.train.lr:sci} with weight decay {cfg.b.net.weight_decay} (Sorscher et al.: Adam 1e-4, decay "
-            "1e-4, whose gradient on a 512-unit network starts ~700x the loss's and holds it at chance)",
+            "1e-4, whose gradient on a 512-unit network starts ~660x the loss's and holds it at chance)",
             "recipe B: {cfg.b.net.units} ReLU units, {cfg.b.cells.place} difference-of-softmax place cells, "
             "{cfg.b.train.steps:k} updates of {cfg.b.train.batch_size} (Sorscher et al.: 4,096 units, 512 cells, "
             "100k updates)",
