@@ -48,16 +48,33 @@ BACTERIA = sets(  # the simulated worlds and their random state must survive the
     "simulation.eval_steps=50",
     "simulation.gif_frames=0",
 )
+COBERL = sets(  # the games' states, mid-episode, and the recurrent state carried between rollouts must survive
+    "agents=[lstm,coberl]",
+    "seeds=[5]",
+    "ppo.frames=15360",
+    "ppo.envs=8",
+    "ppo.rollout=32",
+    "ppo.minibatches=2",
+    "ppo.log_every=2",
+    "ppo.checkpoint_every=4",
+    "lstm.hidden=32",
+    "coberl.hidden=32",
+    "coberl.layers=1",
+    "eval.episodes=4",
+    "eval.resamples=100",
+)
 # experiment, its settings, the arm watched, the checkpoint step after which it is killed
 CASES = [
     ("pondernet-parity", PONDERNET, "pondernet", 200),
     ("evolved-rule", EVOLVED_RULE, "evolved-rule", 60),
     ("bacteria", BACTERIA, "stage2", 600),
+    ("coberl", COBERL, "breakout-coberl-seed5", 20),
 ]
 
 
 def args(experiment: str, settings: list[str]) -> list[str]:
-    return ["run", experiment, "--seed", "5", "--workers", "2", "--threads", "1", "--no-progress", *settings]
+    seed = [] if "seeds=[5]" in settings else ["--seed", "5"]  # experiments with a list of seeds set it
+    return ["run", experiment, *seed, "--workers", "2", "--threads", "1", "--no-progress", *settings]
 
 
 def only_run_dir(root, experiment):

@@ -43,6 +43,7 @@ REGISTRY = Registry(
         "frozen": "engramlab.experiments.multimodal.frozen",
         "offline-rl": "engramlab.experiments.offline.offline_rl",
         "grid-cells": "engramlab.experiments.space.grid_cells",
+        "coberl": "engramlab.experiments.rl.coberl",
     }
 )
 

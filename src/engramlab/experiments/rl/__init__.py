@@ -1,0 +1,1 @@
+"""Reinforcement learning: CoBERL on MinAtar."""
