@@ -21,6 +21,7 @@ LAYERS = [
             "engramlab.tasks",
             "engramlab.evolve",
             "engramlab.space",
+            "engramlab.rl",
         ),
     ),
     ("experiments", ("engramlab.experiments",)),

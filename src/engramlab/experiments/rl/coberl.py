@@ -34,6 +34,7 @@ Deviations from the paper are listed in ``deviations`` (and in the report and do
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 from typing import Any
 
@@ -100,10 +101,9 @@ class CoBERLConfig(Config):
     lstm: AgentConfig = AgentConfig(core="lstm", hidden=256)
     gtrxl: AgentConfig = AgentConfig(core="gtrxl", layers=3)
     coberl_noaux: AgentConfig = AgentConfig(core="coberl", hidden=128)
-    # weight 0.03, measured: at weight 1 the contrastive gradient (norm 4.9 at initialisation, against
-    # 0.23 for PPO's) filled the global norm clip of 0.5 and the policy stalled (return 0.47 after 143k
-    # frames, approximate KL 5e-6); 0.1 learnt slower than 0.03 (0.57 and 1.99 after 72k frames); a
-    # probe on seed 0 of the quick game (scripts/coberl_gradient_scales.py records the norms)
+    # weight 0.03 (docs/coberl.md): at weight 1 the contrastive gradient's global norm was 8-147 at
+    # initialisation against 0.2 for PPO's terms (scripts/coberl_gradient_scales.py), so the norm clip
+    # of 0.5 shrank PPO's step and, in a probe on seed 0, the policy stalled; 0.1 learnt slower than 0.03
     coberl: AgentConfig = AgentConfig(core="coberl", hidden=128, contrastive=0.03)
     eval: EvalConfig = EvalConfig()
 
@@ -143,6 +143,22 @@ def learning_curve(curve: np.ndarray, frames: int, bins: int) -> list[float]:
         last = s / n if n else last
         out.append(float(last))
     return out
+
+
+def training_frames(cfg: CoBERLConfig) -> int:
+    return cfg.ppo.updates * cfg.ppo.envs * cfg.ppo.rollout
+
+
+def throughput(cfg: CoBERLConfig, results: dict[str, Any], run_dir: Path) -> dict[str, list[float]]:
+    """Each arm's training frames per second (its frames over the training time in its summary.json),
+    by agent: not a metric of the summary, whose numbers a resumed run must reproduce exactly."""
+    speeds: dict[str, list[float]] = {}
+    for arm in results:
+        summary = Path(run_dir) / arm / "summary.json"
+        seconds = json.loads(summary.read_text()).get("train_wall_time_s", 0) if summary.exists() else 0
+        if seconds > 0:
+            speeds.setdefault(parse_arm(arm)[1], []).append(training_frames(cfg) / seconds)
+    return speeds
 
 
 def difference_interval(a: list[float], b: list[float], resamples: int) -> tuple[float, float, float]:
@@ -230,8 +246,7 @@ class CoBERLExperiment(Experiment):
         game, _, seed = parse_arm(arm)
         envs = environments(cfg, game, min(16, cfg.eval.episodes), EVAL_SEED + seed)
         returns = play(model, envs, cfg.eval.episodes)
-        curve = learning_curve(model.learning_curve.numpy(), cfg.ppo.updates * cfg.ppo.envs * cfg.ppo.rollout,
-                               cfg.eval.bins)  # fmt: skip
+        curve = learning_curve(model.learning_curve.numpy(), training_frames(cfg), cfg.eval.bins)
         return {"final_return": float(np.mean(returns)), "returns": returns, "curve": curve,
                 "auc": float(np.mean(curve)), "parameters": sum(p.numel() for p in model.parameters())}  # fmt: skip
 
@@ -265,7 +280,10 @@ class CoBERLExperiment(Experiment):
         return metrics
 
     def plot(self, cfg: CoBERLConfig, results: dict[str, dict[str, Any]], run_dir: Path, out_dir: Path):
-        return plots.all_plots(cfg, results, run_dir, out_dir)
+        runs = {g: {a: [r for arm, r in results.items() if parse_arm(arm)[:2] == (g, a)] for a in cfg.agents}
+                for g in cfg.games}  # fmt: skip
+        runs = {g: {a: rs for a, rs in by_agent.items() if rs} for g, by_agent in runs.items()}
+        return plots.all_plots(runs, training_frames(cfg), throughput(cfg, results, run_dir), out_dir)
 
     def seed_of(self, cfg: CoBERLConfig) -> int:
         return int(cfg.seeds[0])

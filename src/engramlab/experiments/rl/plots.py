@@ -3,7 +3,6 @@ their intervals, and the throughput of each agent."""
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 
 import numpy as np
@@ -14,17 +13,15 @@ AGENT_COLORS = {"memoryless": "tab:gray", "lstm": "tab:blue", "gtrxl": "tab:gree
                 "coberl": "tab:red"}  # fmt: skip
 
 
-def all_plots(cfg, results: dict, run_dir: Path, out_dir: Path) -> list[Path]:
-    from engramlab.experiments.rl.coberl import parse_arm
-
+def all_plots(runs: dict[str, dict[str, list[dict]]], frames: int, speeds: dict[str, list[float]],
+              out_dir: Path) -> list[Path]:  # fmt: skip
+    """``runs[game][agent]``: the evaluation results of each seed; ``frames``: a run's training
+    frames; ``speeds[agent]``: each arm's frames per second."""
     paths = []
-    for game in cfg.games:
-        runs = {a: [r for arm, r in results.items() if parse_arm(arm)[:2] == (game, a)] for a in cfg.agents}
-        runs = {a: r for a, r in runs.items() if r}
-        frames = cfg.ppo.updates * cfg.ppo.envs * cfg.ppo.rollout
-        paths.append(curves(game, runs, frames, out_dir / f"learning-curves-{game}.png"))
-        paths.append(areas(game, runs, out_dir / f"auc-{game}.png"))
-    paths.append(throughput(cfg, results, run_dir, out_dir / "throughput.png"))
+    for game, by_agent in runs.items():
+        paths.append(curves(game, by_agent, frames, out_dir / f"learning-curves-{game}.png"))
+        paths.append(areas(game, by_agent, out_dir / f"auc-{game}.png"))
+    paths.append(throughput(speeds, out_dir / "throughput.png"))
     return paths
 
 
@@ -59,19 +56,8 @@ def areas(game: str, runs: dict[str, list[dict]], path: Path) -> Path:
     return save(fig, path)
 
 
-def throughput(cfg, results: dict, run_dir: Path, path: Path) -> Path:
-    """Environment frames per second of training, per agent (each arm's frames over its training
-    wall time, from its summary.json), one dot per arm."""
-    from engramlab.experiments.rl.coberl import parse_arm
-
-    frames = cfg.ppo.updates * cfg.ppo.envs * cfg.ppo.rollout
-    speeds: dict[str, list[float]] = {}
-    for arm in results:
-        summary = Path(run_dir) / arm / "summary.json"
-        if summary.exists():
-            seconds = json.loads(summary.read_text()).get("train_wall_time_s") or 0
-            if seconds > 0:
-                speeds.setdefault(parse_arm(arm)[1], []).append(frames / seconds)
+def throughput(speeds: dict[str, list[float]], path: Path) -> Path:
+    """Environment frames per second of training, per agent: the mean (bar) and each arm (dots)."""
     fig, ax = plt.subplots(figsize=(6, 3.5))
     for i, (agent, values) in enumerate(speeds.items()):
         ax.bar(i, np.mean(values), color=AGENT_COLORS.get(agent), alpha=0.6)
