@@ -71,6 +71,7 @@ def main(argv=None) -> int:
     parser.add_argument("--key", required=True, help="the swept config key, e.g. model.halting.lambda_p")
     parser.add_argument("--metrics", nargs="+", required=True, help="summary metrics for the left panel")
     parser.add_argument("--steps", nargs="*", default=[], help="summary metrics for the right panel")
+    parser.add_argument("--title", default="accuracy", help="title of the left panel (default: accuracy)")
     parser.add_argument("--out", type=Path, required=True, help="folder for sweep.json and sweep.png")
     args = parser.parse_args(argv)
     try:
@@ -86,7 +87,7 @@ def main(argv=None) -> int:
         "date": now_iso(),
     }
     (args.out / "sweep.json").write_text(json.dumps(record, indent=2) + "\n")
-    plot(rows, args.key, [("accuracy", args.metrics), ("mean steps", args.steps)], args.out / "sweep.png")
+    plot(rows, args.key, [(args.title, args.metrics), ("mean steps", args.steps)], args.out / "sweep.png")
     for row in rows:
         print(f"{args.key} = {row['value']}: " + ", ".join(f"{n} {row[n]:.4f}" for n in [*args.metrics, *args.steps]))
     print(f"wrote {args.out / 'sweep.json'} and {args.out / 'sweep.png'}")

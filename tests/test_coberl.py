@@ -228,3 +228,19 @@ def test_a_tiny_ppo_run_beats_the_random_policy_on_breakout():
         stepper.step(n)
     trained_return = np.mean(play(model, MinAtarBatch("breakout", 16, 7, memory=False), 64))
     assert trained_return > 2 * random_return + 0.5, (trained_return, random_return)
+
+
+def test_unknown_games_agents_and_repeated_seeds_are_one_clear_error():
+    from engramlab.errors import ConfigError
+    from engramlab.experiments.rl.coberl import EXPERIMENT
+
+    with pytest.raises(ConfigError, match="unknown MinAtar game 'pong'; known: breakout"):
+        EXPERIMENT.arms(CoBERLConfig(games=["pong"]))
+    with pytest.raises(ConfigError, match="unknown agent 'r2d2'; known: memoryless"):
+        EXPERIMENT.arms(CoBERLConfig(agents=["r2d2"]))
+    with pytest.raises(ConfigError, match="each seed once"):
+        EXPERIMENT.arms(CoBERLConfig(seeds=[1, 1]))
+    assert EXPERIMENT.arms(CoBERLConfig(agents=["lstm"], seeds=[0, 1])) == [
+        "breakout-lstm-seed0",
+        "breakout-lstm-seed1",
+    ]

@@ -196,7 +196,7 @@ class CoBERLExperiment(Experiment):
         preset: [
             "PPO with back-propagation through each rollout of {cfg.ppo.rollout} steps (CoBERL: R2D2 on Atari, "
             "V-MPO on DMLab)",
-            "MinAtar {cfg.games} at 10 x 10, {cfg.env.memory:if}without the channels that show motion, "
+            "MinAtar games {cfg.games} at 10 x 10, {cfg.env.memory:if}without the channels that show motion, "
             "{cfg.ppo.frames:k} frames per run (CoBERL: Atari-57 and DMLab-30 at 200M frames and more)",
             "encoder: MinAtar's network (one 3 x 3 convolution of 16 channels and a linear layer of "
             "{cfg.lstm.width}) instead of a ResNet",
@@ -283,7 +283,8 @@ class CoBERLExperiment(Experiment):
         runs = {g: {a: [r for arm, r in results.items() if parse_arm(arm)[:2] == (g, a)] for a in cfg.agents}
                 for g in cfg.games}  # fmt: skip
         runs = {g: {a: rs for a, rs in by_agent.items() if rs} for g, by_agent in runs.items()}
-        return plots.all_plots(runs, training_frames(cfg), throughput(cfg, results, run_dir), out_dir)
+        variant = " without its motion channels" if cfg.env.memory else ""
+        return plots.all_plots(runs, training_frames(cfg), throughput(cfg, results, run_dir), variant, out_dir)
 
     def seed_of(self, cfg: CoBERLConfig) -> int:
         return int(cfg.seeds[0])

@@ -13,14 +13,15 @@ AGENT_COLORS = {"memoryless": "tab:gray", "lstm": "tab:blue", "gtrxl": "tab:gree
                 "coberl": "tab:red"}  # fmt: skip
 
 
-def all_plots(runs: dict[str, dict[str, list[dict]]], frames: int, speeds: dict[str, list[float]],
+def all_plots(runs: dict[str, dict[str, list[dict]]], frames: int, speeds: dict[str, list[float]], variant: str,
               out_dir: Path) -> list[Path]:  # fmt: skip
     """``runs[game][agent]``: the evaluation results of each seed; ``frames``: a run's training
-    frames; ``speeds[agent]``: each arm's frames per second."""
+    frames; ``speeds[agent]``: each arm's frames per second; ``variant`` follows a game's name in
+    the titles."""
     paths = []
     for game, by_agent in runs.items():
-        paths.append(curves(game, by_agent, frames, out_dir / f"learning-curves-{game}.png"))
-        paths.append(areas(game, by_agent, out_dir / f"auc-{game}.png"))
+        paths.append(curves(game + variant, by_agent, frames, out_dir / f"learning-curves-{game}.png"))
+        paths.append(areas(game + variant, by_agent, out_dir / f"auc-{game}.png"))
     paths.append(throughput(speeds, out_dir / "throughput.png"))
     return paths
 
