@@ -244,3 +244,14 @@ def test_unknown_games_agents_and_repeated_seeds_are_one_clear_error():
         "breakout-lstm-seed0",
         "breakout-lstm-seed1",
     ]
+
+
+def test_a_missing_minatar_is_one_line_that_says_how_to_install_it(monkeypatch, tmp_path):
+    import sys
+
+    from engramlab.errors import DataError
+    from engramlab.experiments.rl.coberl import EXPERIMENT
+
+    monkeypatch.setitem(sys.modules, "minatar", None)  # import minatar now raises ImportError
+    with pytest.raises(DataError, match=r'MinAtar is not installed: pip install "engramlab\[coberl\]"'):
+        EXPERIMENT.prepare(CoBERLConfig())

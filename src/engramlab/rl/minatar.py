@@ -41,7 +41,7 @@ CONSTANT_FIELDS = ("channels", "action_map", "random")  # not game state (random
 def minatar_environment(game: str, sticky: float):
     """One MinAtar game; a missing package or an unknown game is one clear error."""
     if game not in GAMES:
-        raise ConfigError(f"env.game: unknown MinAtar game {game!r}; known: {', '.join(GAMES)}")
+        raise ConfigError(f"unknown MinAtar game {game!r}; known: {', '.join(GAMES)}")
     try:
         from minatar import Environment
     except ImportError:

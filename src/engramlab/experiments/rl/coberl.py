@@ -50,7 +50,7 @@ from engramlab.engine.loop import Schedule, run_loop
 from engramlab.errors import ConfigError
 from engramlab.experiments.rl import plots
 from engramlab.models.coberl import ActorCritic, Core
-from engramlab.rl.minatar import GAMES, MinAtarBatch
+from engramlab.rl.minatar import GAMES, MinAtarBatch, minatar_environment
 from engramlab.rl.ppo import PPOConfig, PPOStepper, play
 
 AGENTS = ["memoryless", "lstm", "gtrxl", "coberl-noaux", "coberl"]
@@ -217,6 +217,12 @@ class CoBERLExperiment(Experiment):
         PaperNumber("breakout/coberl_vs_lstm/auc", "area under the curve, CoBERL minus an LSTM agent", None,
                     "CoBERL is more data-efficient than R2D2's LSTM agent", "Banino et al. 2022, Fig. 2"),
     ]  # fmt: skip
+
+    def prepare(self, cfg: CoBERLConfig) -> CoBERLConfig:
+        """Fail before a run directory exists if a name is unknown or MinAtar is missing."""
+        self.arms(cfg)
+        minatar_environment(cfg.games[0], cfg.env.sticky)
+        return cfg
 
     def arms(self, cfg: CoBERLConfig) -> list[str]:
         for game in cfg.games:
