@@ -158,7 +158,7 @@ def throughput(cfg: CoBERLConfig, results: dict[str, Any], run_dir: Path) -> dic
         seconds = json.loads(summary.read_text()).get("train_wall_time_s", 0) if summary.exists() else 0
         if seconds > 0:
             speeds.setdefault(parse_arm(arm)[1], []).append(training_frames(cfg) / seconds)
-    return speeds
+    return {agent: speeds[agent] for agent in cfg.agents if agent in speeds}  # in the config's order
 
 
 def difference_interval(a: list[float], b: list[float], resamples: int) -> tuple[float, float, float]:
