@@ -16,7 +16,7 @@ import torch
 
 from engramlab.engine.rundir import machine_info, now_iso
 from engramlab.experiments.rl.coberl import CoBERLConfig, build_agent, environments
-from engramlab.rl.ppo import PPOStepper
+from engramlab.rl.ppo import PPOStepper, ppo_terms
 
 
 def gradient_norms(seed: int = 0) -> dict[str, list[float]]:
@@ -30,16 +30,12 @@ def gradient_norms(seed: int = 0) -> dict[str, list[float]]:
     norms: dict[str, list[float]] = {}
     for envs_mb in torch.arange(cfg.ppo.envs).chunk(cfg.ppo.minibatches):
         mb = {k: v[envs_mb] for k, v in batch.items() if k != "state"}
-        state = {k: v[envs_mb] for k, v in batch["state"].items()}
-        logits, values, _, embedding = model.unroll(mb["frames"], mb["first"], state)
-        dist = torch.distributions.Categorical(logits=logits)
-        advantages = (mb["advantages"] - mb["advantages"].mean()) / (mb["advantages"].std() + 1e-8)
-        ratio = (dist.log_prob(mb["actions"]) - mb["log_probs"]).exp()
+        raw, _ = ppo_terms(model, mb, {k: v[envs_mb] for k, v in batch["state"].items()}, cfg.ppo)
         terms = {
-            "policy": -(advantages * ratio).mean(),
-            "value (x0.5)": cfg.ppo.value * 0.5 * (values - mb["returns"]).pow(2).mean(),
-            "entropy (x0.01)": -cfg.ppo.entropy * dist.entropy().mean(),
-            "contrastive (weight 1)": model.auxiliary_loss(embedding, mb["first"])[0],
+            "policy": raw["policy"],
+            "value (x0.5)": cfg.ppo.value * raw["value"],
+            "entropy (x0.01)": -cfg.ppo.entropy * raw["entropy"],
+            "contrastive (weight 1)": raw["auxiliary"],
         }
         for name, term in terms.items():
             model.zero_grad()

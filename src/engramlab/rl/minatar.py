@@ -51,14 +51,15 @@ def minatar_environment(game: str, sticky: float):
 
 @dataclass
 class Episodes:
-    """Returns and lengths of the episodes that ended, since the last :meth:`clear`."""
+    """The episodes that ended since the last :meth:`clear`, in order: their returns and which
+    environment each ran in."""
 
     returns: list[float] = field(default_factory=list)
-    lengths: list[int] = field(default_factory=list)
+    envs: list[int] = field(default_factory=list)
 
     def clear(self) -> None:
         self.returns.clear()
-        self.lengths.clear()
+        self.envs.clear()
 
 
 class MinAtarBatch:
@@ -68,7 +69,7 @@ class MinAtarBatch:
     - ``step(actions)``: actions index the game's minimal action set; returns the next observation,
       the rewards (n,) and ``done`` (n,) bool; a finished game (or one that reached ``max_steps``,
       then cut) is reset at once, so the returned observation is the first of its next episode;
-    - ``episodes``: returns and lengths of the episodes finished, for the learning curve.
+    - ``episodes``: the returns of the episodes finished and their environments (learning curve, evaluation).
 
     Sticky actions (probability 0.1 of repeating the last action) are MinAtar's default and stay on.
     """
@@ -112,7 +113,7 @@ class MinAtarBatch:
         dones |= self.running_length >= self.max_steps
         for i in np.flatnonzero(dones):
             self.episodes.returns.append(float(self.running_return[i]))
-            self.episodes.lengths.append(int(self.running_length[i]))
+            self.episodes.envs.append(int(i))
             self.running_return[i], self.running_length[i] = 0.0, 0
             self.envs[i].reset()
         return self.observation(), torch.from_numpy(rewards), torch.from_numpy(dones)

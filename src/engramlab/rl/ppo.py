@@ -82,6 +82,30 @@ def gae(rewards: Tensor, values: Tensor, first: Tensor, next_value: Tensor, next
     return advantages, advantages + values
 
 
+def ppo_terms(model: nn.Module, mb: dict[str, Tensor], state: dict[str, Tensor], cfg: PPOConfig):
+    """The terms of PPO's loss on a minibatch of whole rollouts replayed from ``state``: the clipped
+    policy objective (Schulman et al. 2017, Eq. 7), the value loss, the entropy (Eq. 9) and the
+    agent's auxiliary loss (already weighted) -> (terms, logs)."""
+    logits, values, _, embedding = model.unroll(mb["frames"], mb["first"], state)
+    dist = torch.distributions.Categorical(logits=logits)
+    log_ratio = dist.log_prob(mb["actions"]) - mb["log_probs"]
+    ratio = log_ratio.exp()
+    advantages = mb["advantages"]
+    advantages = (advantages - advantages.mean()) / (advantages.std() + 1e-8)
+    terms = {
+        "policy": torch.max(-advantages * ratio, -advantages * ratio.clamp(1 - cfg.clip, 1 + cfg.clip)).mean(),
+        "value": 0.5 * (values - mb["returns"]).pow(2).mean(),
+        "entropy": dist.entropy().mean(),
+    }
+    terms["auxiliary"], aux_logs = model.auxiliary_loss(embedding, mb["first"])
+    with torch.no_grad():
+        logs = {f"{k}_loss" if k in ("policy", "value", "auxiliary") else k: v.item() for k, v in terms.items()}
+        logs |= {"approx_kl": ((ratio - 1) - log_ratio).mean().item(),
+                 "clip_fraction": ((ratio - 1).abs() > cfg.clip).float().mean().item(),
+                 **{f"aux_{k}": v for k, v in aux_logs.items()}}  # fmt: skip
+    return terms, logs
+
+
 class PPOStepper(Stepper):
     unit = "updates"
 
@@ -136,20 +160,10 @@ class PPOStepper(Stepper):
         return batch
 
     def learn(self, mb: dict[str, Tensor], state: dict[str, Tensor]) -> None:
-        """One gradient step of the clipped objective (Schulman et al. 2017, Eq. 7 and 9) on a
-        minibatch of whole rollouts, plus the agent's auxiliary loss."""
+        """One gradient step of :func:`ppo_terms` on a minibatch of whole rollouts."""
         cfg = self.cfg
-        logits, values, _, embedding = self.model.unroll(mb["frames"], mb["first"], state)
-        dist = torch.distributions.Categorical(logits=logits)
-        log_ratio = dist.log_prob(mb["actions"]) - mb["log_probs"]
-        ratio = log_ratio.exp()
-        advantages = mb["advantages"]
-        advantages = (advantages - advantages.mean()) / (advantages.std() + 1e-8)
-        policy_loss = torch.max(-advantages * ratio, -advantages * ratio.clamp(1 - cfg.clip, 1 + cfg.clip)).mean()
-        value_loss = 0.5 * (values - mb["returns"]).pow(2).mean()
-        entropy = dist.entropy().mean()
-        auxiliary, aux_logs = self.model.auxiliary_loss(embedding, mb["first"])
-        loss = policy_loss + cfg.value * value_loss - cfg.entropy * entropy + auxiliary
+        terms, logs = ppo_terms(self.model, mb, state, cfg)
+        loss = terms["policy"] + cfg.value * terms["value"] - cfg.entropy * terms["entropy"] + terms["auxiliary"]
         if not torch.isfinite(loss):
             raise NonFinite(f"loss is {loss.item()}")
         self.optimizer.zero_grad(set_to_none=True)
@@ -159,11 +173,6 @@ class PPOStepper(Stepper):
             raise NonFinite(f"gradient norm is {grad_norm.item()}")
         self.optimizer.step()
         self.gradient_steps += 1
-        with torch.no_grad():
-            logs = {"policy_loss": policy_loss.item(), "value_loss": value_loss.item(), "entropy": entropy.item(),
-                    "approx_kl": ((ratio - 1) - log_ratio).mean().item(),
-                    "clip_fraction": ((ratio - 1).abs() > cfg.clip).float().mean().item(),
-                    "auxiliary_loss": auxiliary.item(), **{f"aux_{k}": v for k, v in aux_logs.items()}}  # fmt: skip
         for key, value in logs.items():
             self.sums[key] += value
 
@@ -215,14 +224,11 @@ def play(model: nn.Module, envs, episodes: int) -> list[float]:
     """The returns of the first ``episodes / envs.n`` episodes of each environment, acting as
     trained (actions sampled from the policy); the one evaluation path."""
     per_env = -(-episodes // envs.n)
-    returns: list[list[float]] = [[] for _ in range(envs.n)]
     frames, first, state = envs.observation(), torch.ones(envs.n, dtype=torch.bool), model.initial_state(envs.n)
-    running = np.zeros(envs.n)
-    while min(len(r) for r in returns) < per_env:
+    envs.episodes.clear()
+    while min(np.bincount(envs.episodes.envs, minlength=envs.n)) < per_env:
         logits, _, state = model.step(frames, first, state)
-        frames, reward, first = envs.step(torch.distributions.Categorical(logits=logits).sample())
-        running += reward.numpy()
-        for i in np.flatnonzero(first.numpy()):
-            returns[i].append(float(running[i]))
-            running[i] = 0.0
-    return [r for env in returns for r in env[:per_env]][:episodes]
+        frames, _, first = envs.step(torch.distributions.Categorical(logits=logits).sample())
+    ended = envs.episodes
+    returns = [[r for r, e in zip(ended.returns, ended.envs) if e == i][:per_env] for i in range(envs.n)]
+    return [r for env in returns for r in env][:episodes]
