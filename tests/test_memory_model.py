@@ -90,8 +90,9 @@ def test_bench_writes_a_leaderboard_and_keeps_finished_runs(tmp_path):
         workers=1,
         progress=False,
     )
-    board = run_suite("memory", **kwargs)
-    text = board.read_text()
+    status = run_suite("memory", **kwargs)
+    assert (status["finished"], status["failed"], status["pending"]) == (2, 0, 0)
+    text = status["leaderboard"].read_text()
     assert "| lstm |" in text and "| attention |" in text and "[1](memory-mqar/quick-seed1/summary.json)" in text
     rows = json.loads((tmp_path / "docs" / "leaderboard.json").read_text())
     assert {r["memory"] for r in rows} == {"lstm", "attention"}

@@ -1,9 +1,10 @@
 """``engram bench memory``: every kind of memory on every task it applies to, several seeds, one leaderboard.
 
 Each memory experiment (copy, associative recall, MQAR, passkey) is run once per seed with its
-preset into ``OUT/<experiment>/<preset>-seed<S>/``; a run that already finished is kept, one that
-was interrupted is resumed, so the command can be stopped and started again (a run directory
-made with another config, e.g. before a preset changed, is refused rather than mixed in). Then the
+preset into ``OUT/<experiment>/<preset>-seed<S>/``, all of them as one sweep (:mod:`engramlab.sweep`,
+any of its backends): a run that already finished is kept, one that was interrupted is resumed, so
+the command can be stopped and started again (a run directory made with another config, e.g.
+before a preset changed, is refused rather than mixed in). Then the
 leaderboard is written: for every experiment and memory kind, the headline metric in every
 evaluation setting (mean ± std over seeds), parameters, training time and speed, with links to
 the run summaries. With ``--publish DIR`` the runs are copied there (without checkpoints) and
@@ -17,15 +18,13 @@ from pathlib import Path
 from typing import Any
 
 from engramlab.api import load_config
-from engramlab.config import describe, resolve
 from engramlab.engine import plots
-from engramlab.engine.rundir import SUMMARY_NAME, RunDirInUse, read_json, run_dir_lock, write_json
-from engramlab.engine.runner import run_experiment
-from engramlab.errors import EngramError
+from engramlab.engine.rundir import SUMMARY_NAME, read_json, write_json
 from engramlab.experiments import get_experiment
 from engramlab.experiments.memory.plots import METRIC_WORDS, grouped_bars
 from engramlab.memory import MEMORY_KINDS
 from engramlab.publish import publish_run
+from engramlab.sweep import LocalBackend, plan, run_sweep
 
 SUITES = {"memory": ["memory-copy", "memory-recall", "memory-mqar", "memory-passkey"]}
 
@@ -39,77 +38,35 @@ def run_suite(
     publish: Path | None,
     experiments: list[str] | None = None,
     overrides: list[str] = (),
+    backend=None,
     workers: int = 1,
-    threads: int | None = None,
+    threads: int = 1,
+    retries: int = 1,
     progress: bool = True,
-) -> Path:
-    """Run (or resume) every experiment x seed, then write the leaderboard; returns its path."""
+) -> dict[str, Any]:
+    """Run (or resume) every experiment x seed as one sweep (:mod:`engramlab.sweep`), then, when every
+    run has finished, write the leaderboard. ``backend`` is a function that makes the sweep's backend
+    (default: ``workers`` local processes). Returns the sweep's status, with the leaderboard's path
+    under ``"leaderboard"``."""
     names = experiments or SUITES[suite]
-    jobs = [(name, seed) for name in names for seed in seeds]
-    busy = [job for job in jobs if not run_job(*job, preset, out, overrides, workers, threads, progress, wait=False)]
-    for job in busy:  # runs another bench process holds: wait for it, then resume if it did not finish
-        run_job(*job, preset, out, overrides, workers, threads, progress, wait=True)
+    jobs = [
+        job
+        for name in names
+        for job in plan(name, preset=preset, seeds=seeds, out=out, overrides=overrides, threads=threads)
+    ]
+    backend = backend() if backend is not None else LocalBackend(workers)  # after every check: may start a cluster
+    status = run_sweep(jobs, backend, out, retries=retries, progress=progress)
+    if status["finished"] < len(jobs):
+        print("leaderboard: not written, some runs did not finish (run the command again)")
+        return status
     runs: dict[str, list[Path]] = {}
-    for name, seed in jobs:
-        run_dir = job_dir(out, name, preset, seed)
+    for job in jobs:
+        run_dir = Path(out) / job.experiment / Path(job.run_dir).name  # as the caller named it (the links)
         if publish is not None:
-            run_dir = publish_run(run_dir, Path(publish) / name / f"{preset}-seed{seed}")
-        runs.setdefault(name, []).append(run_dir)
+            run_dir = publish_run(run_dir, Path(publish) / job.experiment / run_dir.name)
+        runs.setdefault(job.experiment, []).append(run_dir)
     where = Path(publish) if publish is not None else Path(out)
-    return write_leaderboard(runs, where)
-
-
-def job_dir(out: Path, name: str, preset: str, seed: int) -> Path:
-    return Path(out) / name / f"{preset}-seed{seed}"
-
-
-def run_job(name, seed, preset, out, overrides, workers, threads, progress, wait: bool) -> bool:
-    """Run or resume one experiment x seed unless it is finished. Several bench processes can share
-    ``out`` (on 2 cores, two processes of one worker each keep both cores busy): a run directory
-    is locked while a process trains it, and another process skips it (``wait=False``, returns
-    False) or waits for it (``wait=True``)."""
-    run_dir = job_dir(out, name, preset, seed)
-    run_dir.mkdir(parents=True, exist_ok=True)
-    try:
-        with run_dir_lock(run_dir, wait=wait):  # the runner's own lock: one process per run directory
-            run_or_resume(name, seed, preset, run_dir, overrides, workers, threads, progress)
-    except RunDirInUse:
-        return False
-    return True
-
-
-def run_or_resume(name, seed, preset, run_dir, overrides, workers, threads, progress) -> None:
-    exp = get_experiment(name)
-    run_overrides = [*overrides, f"seed={seed}"]
-    cfg = resolve(exp.Config, exp.presets[preset], overrides=run_overrides, renamed=exp.renamed_keys)
-    resume = (run_dir / "run.json").exists()
-    if resume:
-        check_same_config(run_dir, cfg)
-    if not (run_dir / SUMMARY_NAME).exists():
-        print(f"{'resuming' if resume else 'running'} {name}, seed {seed}: {run_dir}", flush=True)
-        run_experiment(
-            exp,
-            cfg,
-            run_dir,
-            preset=preset,
-            overrides=run_overrides,
-            resume=resume,
-            workers=workers,
-            threads=threads,
-            progress=progress,
-        )
-
-
-def check_same_config(run_dir: Path, cfg) -> None:
-    """Refuse to keep or resume a run whose saved config is not the one this command would use."""
-    saved = dict((key, value) for key, value, _, _ in describe(load_config(run_dir)[1]))
-    wanted = dict((key, value) for key, value, _, _ in describe(cfg))
-    changed = [key for key in wanted if saved.get(key) != wanted[key]]
-    if changed:
-        raise EngramError(
-            f"{run_dir} was run with another config (differs at {', '.join(changed[:5])}): "
-            "remove it or choose another --out"
-        )
+    return {**status, "leaderboard": write_leaderboard(runs, where)}
 
 
 def collect(name: str, run_dirs: list[Path]) -> list[dict[str, Any]]:

@@ -25,6 +25,14 @@ EPILOG_RUN = """examples:
 """
 
 
+EPILOG_SWEEP = """examples:
+  engram sweep pondernet-parity --seeds 0 1 2 --grid model.halting.lambda_p=0.1,0.3 --out runs-sweep
+  engram sweep pondernet-parity --grid train.lr=0.0003,0.001 --backend slurm --slurm-partition cpu --slurm-cpus 2
+  engram sweep pondernet-parity --grid train.lr=0.0003,0.001 --backend dask --dask-address tcp://10.0.0.5:8786
+  engram sweep pondernet-parity --grid train.lr=0.0003,0.001 --backend slurm --slurm-local   # try it here first
+"""
+
+
 class Parser(argparse.ArgumentParser):
     """argparse that reports a usage error in one line."""
 
@@ -45,6 +53,80 @@ def at_least_one(text: str) -> int:
 
 def add_set_option(parser: argparse.ArgumentParser, help: str) -> None:
     parser.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE", help=help)
+
+
+def add_backend_options(parser: argparse.ArgumentParser) -> None:
+    """Where a sweep's runs go and how many threads each gets (``engram sweep`` and ``engram bench``)."""
+    parser.add_argument(
+        "--backend",
+        choices=["local", "slurm", "dask"],
+        default="local",
+        help="local: child processes on this machine (default); slurm: a submitit job array; "
+        "dask: the workers of a Dask scheduler (--dask-address) or of a local Dask cluster",
+    )
+    parser.add_argument(
+        "--workers",
+        type=at_least_one,
+        default=None,
+        help="local, and dask without an address: runs at once (default: CPU cores)",
+    )
+    parser.add_argument(
+        "--threads",
+        type=at_least_one,
+        default=None,
+        help="PyTorch/OpenMP threads of each run, set explicitly on every backend "
+        "(default: local: cores / workers; slurm: --slurm-cpus; dask: 1)",
+    )
+    parser.add_argument("--retries", type=int, default=1, help="times a failed run is tried again (default: 1)")
+    slurm = parser.add_argument_group("slurm backend (pip install 'engramlab[slurm]')")
+    slurm.add_argument("--slurm-partition", default=None, help="partition (default: the cluster's)")
+    slurm.add_argument("--slurm-time", type=at_least_one, default=60, help="minutes per run (default: 60)")
+    slurm.add_argument("--slurm-cpus", type=at_least_one, default=1, help="CPUs per run (default: 1)")
+    slurm.add_argument("--slurm-gpus", type=int, default=0, help="GPUs per run (default: 0)")
+    slurm.add_argument(
+        "--slurm-array-parallelism", type=at_least_one, default=None, help="runs of the array at once (default: 256)"
+    )
+    slurm.add_argument(
+        "--slurm-local",
+        action="store_true",
+        help="run the job array on this machine through submitit's local executor (try a sweep before the cluster)",
+    )
+    dask = parser.add_argument_group("dask backend (pip install 'engramlab[dask]')")
+    dask.add_argument(
+        "--dask-address",
+        default=None,
+        help="scheduler address, e.g. tcp://10.0.0.5:8786 (default: a local cluster of --workers processes)",
+    )
+
+
+def make_backend(args, out: Path):
+    """The backend the options name (a local Dask cluster starts here: call after every check)."""
+    from engramlab.sweep import DaskBackend, LocalBackend, SlurmBackend
+
+    if args.backend == "local":
+        return LocalBackend(args.workers or os.cpu_count() or 1)
+    if args.backend == "slurm":
+        return SlurmBackend(
+            out / "submitit",
+            partition=args.slurm_partition,
+            minutes=args.slurm_time,
+            cpus=args.slurm_cpus,
+            gpus=args.slurm_gpus,
+            parallel=args.slurm_array_parallelism,
+            local=args.slurm_local,
+        )
+    return DaskBackend(args.dask_address, args.workers or os.cpu_count() or 1)
+
+
+def threads_per_run(args) -> int:
+    """Each run's threads: --threads, else local: cores / workers; slurm: --slurm-cpus; dask: 1."""
+    if args.retries < 0:
+        raise EngramError(f"--retries {args.retries}: must be 0 or more")
+    if args.threads:
+        return args.threads
+    if args.backend == "local":
+        return max(1, (os.cpu_count() or 1) // (args.workers or os.cpu_count() or 1))
+    return args.slurm_cpus if args.backend == "slurm" else 1
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -135,11 +217,45 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=cmd_eval)
 
     p = sub.add_parser(
+        "sweep",
+        help="run a grid of config values x seeds, here, on SLURM or on Dask",
+        description="Expand a grid of config values x seeds into one run directory each, "
+        "OUT/<experiment>/<preset>[-<key=value,...>]-seed<S>, and run each once: on this machine "
+        "(local), as a SLURM job array (slurm, through submitit) or on a Dask cluster (dask). Run the "
+        "same command again to go on: finished runs are kept, interrupted ones resume from their "
+        "checkpoints, failed ones are tried again. Each run's output is in RUN_DIR/sweep.log; "
+        "OUT/sweep.json lists every run as finished, failed or pending; OUT/report.md is `engram "
+        "report` on the finished runs.",
+        epilog=EPILOG_SWEEP,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    p.add_argument("experiment", help="experiment name (see `engram list`)")
+    p.add_argument("--preset", default="quick", help="preset of every run (default: quick)")
+    p.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2], help="seeds (default: 0 1 2)")
+    p.add_argument(
+        "--grid",
+        nargs="+",
+        action="extend",
+        default=[],
+        metavar="KEY=V1,V2",
+        help="a config key and its values, e.g. --grid train.lr=0.001,0.003 model.halting.lambda_p=0.1,0.2 "
+        "(every combination is run; values are YAML, commas inside [...] belong to one value)",
+    )
+    add_set_option(p, "override a config key in every run, e.g. --set train.steps=5000 (repeatable)")
+    p.add_argument(
+        "--out", type=Path, default=Path("runs-sweep"), help="root of the sweep's runs (default: runs-sweep)"
+    )
+    add_backend_options(p)
+    p.add_argument("--no-progress", action="store_true", help="no progress bar")
+    p.set_defaults(func=cmd_sweep)
+
+    p = sub.add_parser(
         "bench",
         help="run a suite of experiments over several seeds and write a leaderboard",
         description="Run every experiment of a suite (memory: copy, associative recall, MQAR, passkey; every kind "
-        "of memory that applies) once per seed, then write leaderboard.md/.json. Finished runs are kept and "
-        "interrupted ones resumed, so the command can be repeated.",
+        "of memory that applies) once per seed as one sweep (see `engram sweep --help`: the same backends), then "
+        "write leaderboard.md/.json. Finished runs are kept and interrupted ones resumed, so the command can be "
+        "repeated.",
     )
     p.add_argument("suite", choices=["memory"], help="which suite")
     p.add_argument("--preset", default="quick", help="preset of every experiment (default: quick)")
@@ -156,13 +272,8 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.add_argument("--experiments", nargs="+", default=None, help="only these experiments of the suite")
     add_set_option(p, "override a config key in every experiment, e.g. --set train.steps=100 (repeatable)")
-    p.add_argument(
-        "--workers", type=at_least_one, default=None, help="arms trained in parallel processes (default: CPU cores)"
-    )
-    p.add_argument(
-        "--threads", type=at_least_one, default=None, help="PyTorch threads per worker (default: cores / workers)"
-    )
-    p.add_argument("--no-progress", action="store_true", help="no progress bars")
+    add_backend_options(p)
+    p.add_argument("--no-progress", action="store_true", help="no progress bar")
     p.set_defaults(func=cmd_bench)
 
     p = sub.add_parser(
@@ -333,6 +444,35 @@ def cmd_eval(args) -> int:
     return 0
 
 
+def cmd_sweep(args) -> int:
+    from engramlab.sweep import parse_grid, plan, run_sweep
+
+    grid, threads = parse_grid(args.grid), threads_per_run(args)
+    # every config is resolved and checked before a backend starts or anything is written
+    jobs = plan(
+        args.experiment,
+        preset=args.preset,
+        seeds=args.seeds,
+        out=args.out,
+        grid=grid,
+        overrides=args.overrides,
+        threads=threads,
+    )
+    status = run_sweep(
+        jobs, make_backend(args, args.out), args.out, retries=args.retries, progress=not args.no_progress
+    )
+    return print_sweep_status(status, args.out)
+
+
+def print_sweep_status(status: dict, out: Path) -> int:
+    print(f"sweep: {status['finished']} finished, {status['failed']} failed, {status['pending']} pending")
+    for run in status["runs"]:
+        if run["status"] == "failed":
+            print(f"  failed: {run['run']} (log {run['log']})")
+    print(f"status: {out / 'sweep.json'}" + (f"; report: {out / 'report.md'}" if status["finished"] else ""))
+    return 0 if status["finished"] == len(status["runs"]) else 1
+
+
 def cmd_bench(args) -> int:
     from engramlab.bench import SUITES, run_suite
 
@@ -341,7 +481,8 @@ def cmd_bench(args) -> int:
             raise EngramError(
                 f"unknown experiment '{name}' in suite {args.suite} (allowed: {', '.join(SUITES[args.suite])})"
             )
-    run_suite(
+    threads = threads_per_run(args)
+    status = run_suite(
         args.suite,
         preset=args.preset,
         seeds=args.seeds,
@@ -349,11 +490,12 @@ def cmd_bench(args) -> int:
         publish=args.publish,
         experiments=args.experiments,
         overrides=args.overrides,
-        workers=args.workers or os.cpu_count() or 1,
-        threads=args.threads,
+        backend=lambda: make_backend(args, args.out),
+        threads=threads,
+        retries=args.retries,
         progress=not args.no_progress,
     )
-    return 0
+    return print_sweep_status(status, args.out)
 
 
 def cmd_report(args) -> int:

@@ -172,7 +172,9 @@ class MemoryTaskExperiment(Experiment):
         return MemoryModel(model_cfg, task.input_size, task.output_size, tokens=task.tokens)
 
     def build(self, cfg: MemoryExperimentConfig, arm: str) -> MemoryModel:
-        return self._model(cfg, self.model_config(cfg, arm))
+        model_cfg = self.model_config(cfg, arm)  # may build models to match the budget: seed after it
+        torch.manual_seed(cfg.seed)  # the run's seed decides the initial weights (every arm draws from it)
+        return self._model(cfg, model_cfg)
 
     def sampler(self, cfg: MemoryExperimentConfig, arm: str) -> Callable:
         task = self.make_task(cfg.task)
