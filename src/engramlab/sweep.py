@@ -444,6 +444,10 @@ def run_sweep(jobs: list[Job], backend, out: Path, *, retries: int = 1, progress
                 write_status(out, jobs, attempts, errors, backend.name)
                 bar.update(done, {"failed": str(len(failed))} if failed else {})
             todo = failed
+    except KeyboardInterrupt:
+        write_status(out, jobs, attempts, errors, backend.name)
+        print("sweep: interrupted; run the same command again to go on (finished runs are kept)", flush=True)
+        raise
     finally:
         bar.close()
     status = write_status(out, jobs, attempts, errors, backend.name)
