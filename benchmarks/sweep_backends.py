@@ -98,14 +98,14 @@ def main(argv=None) -> int:
 def plot(rows: list[dict], path: Path) -> None:
     from engramlab.engine import plots
 
-    fig, ax = plots.plt.subplots(figsize=(7, 2.8))
+    fig, ax = plots.plt.subplots(figsize=(7.5, 3.0))
     names = [r["backend"] for r in rows]
     ax.barh(names, [r["sweep_s"] for r in rows], color="#4c72b0", label="6 runs")
     ax.barh(names, [r["rerun_nothing_left_s"] for r in rows], color="#dd8452", label="again, nothing left to do")
     ax.invert_yaxis()
     ax.set_xlabel("seconds, whole sweep (2 cores)")
-    ax.set_title("engram sweep: 2 learning rates x 3 seeds of a tiny run, per backend")
-    ax.legend(loc="lower right", fontsize=8)
+    ax.set_title("engram sweep: 2 x 3 tiny runs, per backend")
+    ax.legend(loc="upper center", bbox_to_anchor=(0.5, -0.3), ncol=2, fontsize=8, frameon=False)
     plots.save(fig, path)
 
 

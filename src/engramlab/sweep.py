@@ -283,6 +283,7 @@ def run_job(job: Job) -> None:
             resume=resume,
             workers=1,
             threads=job.threads,
+            device="cuda" if torch.cuda.is_available() else "cpu",  # a job given GPUs uses them
             progress=True,  # plain progress lines in the log
         )
 
