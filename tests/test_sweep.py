@@ -253,3 +253,15 @@ def test_the_child_entry_point_runs_a_job(tmp_path):
     proc = subprocess.run([sys.executable, "-m", "engramlab.sweep", payload], capture_output=True, text=True)
     assert proc.returncode == 0, proc.stdout + proc.stderr
     assert (Path(job.run_dir) / "summary.json").exists() and "running memory-mqar/quick-seed0" in proc.stdout
+
+
+@pytest.mark.slow  # a Dask cluster on loopback
+def test_dask_reports_a_failed_run_and_retries_it_on_the_same_cluster(tmp_path):
+    from engramlab.sweep import DaskBackend
+
+    jobs = plan("memory-mqar", preset="quick", seeds=[0], out=tmp_path, overrides=[*TINY, "train.lr=1e30"])
+    jobs += plan("memory-mqar", preset="quick", seeds=[1], out=tmp_path, overrides=TINY)
+    status = run_sweep(jobs, DaskBackend(None, workers=2), tmp_path, progress=False)
+    failed, finished = status["runs"]
+    assert (failed["status"], failed["attempts"], finished["status"]) == ("failed", 2, "finished")
+    assert "loss is nan" in failed["error"]

@@ -319,6 +319,9 @@ class LocalBackend:
             for future in as_completed(futures):
                 yield futures[future], future.result()
 
+    def close(self) -> None:
+        pass
+
 
 class SlurmBackend:
     """One submitit job array; its files and logs under ``OUT/submitit/``. ``local=True`` runs the
@@ -357,45 +360,59 @@ class SlurmBackend:
                     yield job, Outcome(job.run_dir, None, failure_tail(job, exc, handle.stderr()))
             time.sleep(1.0)
 
+    def close(self) -> None:
+        pass
+
 
 class DaskBackend:
     """The tasks of a Dask cluster: a scheduler at ``address`` (workers started with ``dask worker
-    ADDRESS --nthreads 1``), or a ``LocalCluster`` of ``workers`` processes on loopback."""
+    ADDRESS --nthreads 1``), or a ``LocalCluster`` of ``workers`` processes on loopback. It connects
+    when there is a run to do, and stays connected until :meth:`close` (the retries use it too)."""
 
     name = "dask"
 
     def __init__(self, address: str | None, workers: int):
         try:
-            from distributed import Client, LocalCluster
+            import distributed  # noqa: F401
         except ImportError:
             raise EngramError("--backend dask needs distributed: pip install 'engramlab[dask]'") from None
-        self.cluster = None
-        if address is None:
-            self.cluster = LocalCluster(
-                n_workers=workers, threads_per_worker=1, processes=True, host="127.0.0.1", dashboard_address=None
-            )
-            address = self.cluster.scheduler_address
-        try:
-            self.client = Client(address, timeout="20s")
-        except OSError as exc:
-            raise EngramError(f"--dask-address {address}: no Dask scheduler answers ({exc})") from None
+        self.address, self.workers = address, workers
+        self.client = self.cluster = None
+
+    def connect(self):
+        from distributed import Client, LocalCluster
+
+        if self.client is None:
+            address = self.address
+            if address is None:
+                self.cluster = LocalCluster(
+                    n_workers=self.workers, threads_per_worker=1, host="127.0.0.1", dashboard_address=None
+                )
+                address = self.cluster.scheduler_address
+            try:
+                self.client = Client(address, timeout="20s")
+            except OSError as exc:
+                raise EngramError(f"--dask-address {address}: no Dask scheduler answers ({exc})") from None
+        return self.client
 
     def run(self, jobs: list[Job]) -> Iterator[tuple[Job, Outcome]]:
         from distributed import as_completed
 
-        futures = self.client.map(execute, jobs, pure=False)
+        futures = self.connect().map(execute, jobs, pure=False)
         by_key = {future.key: job for future, job in zip(futures, jobs)}
-        try:
-            for future in as_completed(futures):
-                job = by_key[future.key]
-                try:
-                    yield job, future.result()
-                except Exception as exc:  # the worker died more often than Dask allows
-                    yield job, Outcome(job.run_dir, None, failure_tail(job, exc))
-        finally:
+        for future in as_completed(futures):
+            job = by_key[future.key]
+            try:
+                yield job, future.result()
+            except Exception as exc:  # the worker died more often than Dask allows
+                yield job, Outcome(job.run_dir, None, failure_tail(job, exc))
+
+    def close(self) -> None:
+        if self.client is not None:
             self.client.close()
-            if self.cluster is not None:
-                self.cluster.close()
+        if self.cluster is not None:
+            self.cluster.close()
+        self.client = self.cluster = None
 
 
 def failure_tail(job: Job, exc: BaseException, scheduler_log: str | None = None) -> str:
@@ -412,7 +429,8 @@ def failure_tail(job: Job, exc: BaseException, scheduler_log: str | None = None)
 
 def run_sweep(jobs: list[Job], backend, out: Path, *, retries: int = 1, progress: bool = True) -> dict[str, Any]:
     """Run every unfinished job on ``backend``, each failure once more (``retries``); write
-    ``OUT/sweep.json`` after every run that ends and ``OUT/report.md`` at the end. Returns the status."""
+    ``OUT/sweep.json`` after every run that ends and ``OUT/report.md`` at the end; close the backend.
+    Returns the status."""
     from engramlab.engine.progress import Bar
 
     out = Path(out)
@@ -451,6 +469,7 @@ def run_sweep(jobs: list[Job], backend, out: Path, *, retries: int = 1, progress
         raise
     finally:
         bar.close()
+        backend.close()
     status = write_status(out, jobs, attempts, errors, backend.name)
     write_report(out, jobs)
     return status
@@ -459,11 +478,11 @@ def run_sweep(jobs: list[Job], backend, out: Path, *, retries: int = 1, progress
 def busy_last(jobs: list[Job]) -> list[Job]:
     """Jobs whose run directory another process holds go last: two drivers sharing ``--out`` (or a job
     of an earlier driver still running) first do the runs nobody is on."""
-    from engramlab.engine.rundir import RunDirInUse, run_dir_lock
+    from engramlab.engine.rundir import LOCK_NAME, RunDirInUse, run_dir_lock
 
     free, busy = [], []
     for job in jobs:
-        if not (Path(job.run_dir) / ".lock").exists():
+        if not (Path(job.run_dir) / LOCK_NAME).exists():
             free.append(job)
             continue
         try:
