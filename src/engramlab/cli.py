@@ -278,12 +278,21 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser(
         "report",
-        help="Markdown table of our numbers next to the paper's",
+        help="Markdown table of our numbers next to the paper's, or (--html) a browsable site",
         description="Collect finished runs (default: every run under runs/) and print, per experiment and "
         "preset, each headline metric as mean ± std over seeds next to the paper's number.",
     )
     p.add_argument("run_dirs", type=Path, nargs="*", help="run directories or folders that contain them")
     p.add_argument("--out", type=Path, default=None, help="write the report to this file instead of stdout")
+    p.add_argument(
+        "--html",
+        type=Path,
+        default=None,
+        metavar="DIR",
+        help="write a static site instead: an index of experiments (ours beside the paper's, a status mark), "
+        "one page per experiment (tables, per-seed values, commands, deviations, plots) and sortable "
+        "leaderboards, self-contained in DIR, e.g. engram report docs/results --html docs/site",
+    )
     p.set_defaults(func=cmd_report)
     return parser
 
@@ -501,6 +510,14 @@ def cmd_bench(args) -> int:
 def cmd_report(args) -> int:
     from engramlab.report import build_report
 
+    if args.html is not None:
+        from engramlab.site import build_site
+
+        if args.html.exists() and not args.html.is_dir():
+            raise EngramError(f"--html {args.html}: a file, not a directory")
+        print(f"site written to {build_site(args.run_dirs or [Path('runs')], args.html)}")
+        if args.out is None:
+            return 0
     text = build_report(args.run_dirs or [Path("runs")])
     if args.out:
         args.out.write_text(text)

@@ -4,22 +4,27 @@ Runs are grouped by experiment and resolved config (:func:`config_fingerprint`).
 seed is one sample: when a seed ran more than once, only its most recently finished run (``finished``
 in summary.json) enters the mean ± std, and the section names the others. The deviations from the
 paper are the preset's, with the values of the group's resolved config (``--set`` overrides included).
+
+:func:`collect_groups` computes every group's numbers once; the Markdown report (:func:`build_report`)
+and the results site (:mod:`engramlab.site`) only render them.
 """
 
 from __future__ import annotations
 
 import hashlib
 import json
+import shlex
 import statistics
 from collections import defaultdict
+from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
 from typing import Any
 
 from engramlab.api import load_config
 from engramlab.config import to_plain
-from engramlab.engine.experiment import Experiment
-from engramlab.engine.rundir import CONFIG_NAME, SUMMARY_NAME, read_json
+from engramlab.engine.experiment import Experiment, PaperNumber
+from engramlab.engine.rundir import CONFIG_NAME, RUN_INFO_NAME, SUMMARY_NAME, read_json
 from engramlab.errors import RunDirError
 from engramlab.experiments import get_experiment
 
@@ -31,7 +36,7 @@ def find_runs(paths: list[Path]) -> list[Path]:
         path = Path(path)
         if not path.exists():
             raise RunDirError(f"{path}: no such directory")
-        candidates = [path] if (path / "run.json").exists() else sorted(p.parent for p in path.rglob("run.json"))
+        candidates = [path] if (path / RUN_INFO_NAME).exists() else sorted(p.parent for p in path.rglob(RUN_INFO_NAME))
         runs += [run for run in candidates if (run / SUMMARY_NAME).exists()]
     return sorted(set(runs))
 
@@ -60,7 +65,114 @@ def config_fingerprint(run: Path) -> str:
     return hashlib.sha1(json.dumps(data, sort_keys=True, default=str).encode()).hexdigest()[:8]
 
 
-def build_report(paths: list[Path]) -> str:
+@dataclass(frozen=True)
+class PaperRow:
+    """One number of the paper and our per-seed values of its metric ([] when we did not measure it)."""
+
+    paper: PaperNumber
+    ours: list[float]
+
+    @property
+    def theirs(self) -> str:
+        """The paper's number as the report prints it: the value and its qualifier, or the words alone."""
+        paper = self.paper
+        return paper.text if paper.value is None else f"{paper.value:g}" + (f" ({paper.text})" if paper.text else "")
+
+
+@dataclass
+class Group:
+    """The runs of one experiment and resolved config, and what the report says of them.
+
+    ``pooled`` holds one run per seed (:func:`one_run_per_seed`), in directory order; every number
+    is computed from them. ``shared``: another group has one of these preset names, so the report
+    names the config's fingerprint to tell them apart.
+    """
+
+    exp: Experiment
+    presets: list[str]
+    fingerprint: str
+    shared: bool
+    summaries: list[dict[str, Any]]
+    pooled: list[dict[str, Any]]
+    duplicates: dict[int, list[dict[str, Any]]]
+    per_seed: dict[str, dict[int, float]]  # metric -> seed -> value, metrics in the order the runs list them
+    deviations: list[str]
+    inside: list[int]
+
+    @property
+    def name(self) -> str:
+        return self.exp.name
+
+    @property
+    def seeds(self) -> list[int]:
+        return sorted(s["seed"] for s in self.pooled)
+
+    @property
+    def changes(self) -> list[str]:
+        """The ``--set`` overrides the runs were made with (their seeds aside)."""
+        return [o for o in self.pooled[0].get("overrides", []) if not o.startswith("seed=")]
+
+    @property
+    def left_out(self) -> int:
+        return len(self.summaries) - len(self.pooled)
+
+    def values(self, key: str) -> list[float]:
+        """The metric's values over the pooled runs that report it, in their order."""
+        return list(self.per_seed.get(key, {}).values())
+
+    @property
+    def paper_rows(self) -> list[PaperRow]:
+        return [PaperRow(paper, self.values(paper.key)) for paper in self.exp.paper]
+
+    @property
+    def others(self) -> list[str]:
+        """Metrics the paper gives no number for."""
+        return [key for key in self.per_seed if key not in {p.key for p in self.exp.paper}]
+
+    @property
+    def wall_minutes(self) -> list[float]:
+        return [s["wall_time_s"] / 60 for s in self.pooled]
+
+    @property
+    def machine(self) -> dict[str, Any]:
+        return self.pooled[0].get("machine", {})
+
+    @property
+    def workers(self) -> Any:
+        return self.pooled[0].get("workers", "?")
+
+    @property
+    def finished(self) -> float:
+        """When the group's last pooled run finished (:func:`finished_at`)."""
+        return max(finished_at(s) for s in self.pooled)
+
+    def variant(self) -> str:
+        """The ``--set`` overrides and, where preset names alone do not tell groups apart, the config's
+        fingerprint, as the report's heading says them after the preset names."""
+        return "".join(f" --set {o}" for o in self.changes) + (f", config {self.fingerprint}" if self.shared else "")
+
+    def counts(self) -> str:
+        """Runs, seeds, inner seeds and duplicates, as the report's heading says them in brackets."""
+        n = len(self.pooled)
+        text = f"{n} run{'s' * (n > 1)}, seeds {', '.join(map(str, self.seeds))}"
+        if self.inside:
+            text += f"; each run trains seeds {', '.join(map(str, self.inside))} and reports their mean"
+        if self.left_out:
+            text += f"; {self.left_out} duplicate{'s' * (self.left_out > 1)} not pooled"
+        return text
+
+    def wall_time(self) -> str:
+        """Wall time per run and the machine of the first pooled run."""
+        machine = self.machine
+        return (
+            f"{mean_std(self.wall_minutes, digits=1)} min on {machine.get('processor', '?')} "
+            f"({machine.get('cpu_count', '?')} cores, {self.workers} worker(s))"
+        )
+
+
+def collect_groups(paths: list[Path]) -> list[Group]:
+    """Every group of finished runs at or below ``paths``, in the report's order (experiment, then
+    preset names); a path without finished runs is one :class:`RunDirError` line."""
     runs = find_runs(paths)
     if not runs:
         raise RunDirError(f"no finished runs under {', '.join(str(p) for p in paths)}")
@@ -73,12 +185,38 @@ def build_report(paths: list[Path]) -> str:
         groups[(summary["experiment"], config_fingerprint(run))].append(summary)
     labels = {key: sorted({s.get("preset") or "custom" for s in summaries}) for key, summaries in groups.items()}
     presets = [(name, preset) for (name, _), names in labels.items() for preset in names]
-    sections = []
+    result = []
     for (name, fingerprint), summaries in sorted(groups.items(), key=lambda item: (item[0][0], labels[item[0]])):
         names = labels[(name, fingerprint)]
         shared = any(presets.count((name, preset)) > 1 for preset in names)
-        sections.append(report_group(name, names, summaries, fingerprint if shared else ""))
-    return "\n\n".join(sections) + "\n"
+        result.append(make_group(name, names, summaries, fingerprint, shared))
+    return result
+
+
+def make_group(name: str, presets: list[str], summaries: list[dict[str, Any]], fingerprint: str, shared: bool) -> Group:
+    exp = get_experiment(name)
+    pooled, duplicates = one_run_per_seed(summaries)
+    per_seed: dict[str, dict[int, float]] = defaultdict(dict)
+    for s in pooled:
+        for key, value in s["metrics"].items():
+            if isinstance(value, (int, float)):
+                per_seed[key][s["seed"]] = float(value)
+    return Group(
+        exp=exp,
+        presets=presets,
+        fingerprint=fingerprint,
+        shared=shared,
+        summaries=summaries,
+        pooled=pooled,
+        duplicates=duplicates,
+        per_seed=dict(per_seed),
+        deviations=deviations(exp, pooled[0], presets[0]),
+        inside=inner_seeds(pooled[0]),
+    )
+
+
+def build_report(paths: list[Path]) -> str:
+    return "\n\n".join(report_group(group) for group in collect_groups(paths)) + "\n"
 
 
 def finished_at(summary: dict[str, Any]) -> float:
@@ -117,52 +255,47 @@ def inner_seeds(summary: dict[str, Any]) -> list[int]:
     return list(getattr(cfg, "seeds", []) or [])
 
 
-def report_group(name: str, presets: list[str], summaries: list[dict[str, Any]], fingerprint: str = "") -> str:
-    """One section; ``fingerprint`` names the config when runs of one preset had different configs."""
-    exp = get_experiment(name)
-    pooled, duplicates = one_run_per_seed(summaries)
-    seeds = sorted(s["seed"] for s in pooled)
-    inside = inner_seeds(pooled[0])
-    changes = [o for o in pooled[0].get("overrides", []) if not o.startswith("seed=")]
-    variant = "".join(f" --set {o}" for o in changes) + (f", config {fingerprint}" if fingerprint else "")
-    left_out = len(summaries) - len(pooled)
-    values: dict[str, list[float]] = defaultdict(list)
-    for s in pooled:
-        for key, value in s["metrics"].items():
-            if isinstance(value, (int, float)):
-                values[key].append(float(value))
+def command_of(summary: dict[str, Any]) -> str:
+    """The ``engram run`` line that makes the run again, from its run.json (a ``command`` it recorded
+    wins); a run that was resumed says how many times, as its ``stretches`` count them."""
+    info = read_json(summary["_dir"] / RUN_INFO_NAME)
+    if info.get("command"):
+        return info["command"]
+    words = ["engram", "run", info.get("experiment", summary["experiment"])]
+    words += ["--preset", info["preset"]] if info.get("preset") else []
+    seeds = []
+    for override in info.get("overrides", []):
+        if override.startswith("seed="):
+            seeds = ["--seed", override.removeprefix("seed=")]
+        else:
+            words += ["--set", override]
+    resumes = len(info.get("stretches", [])) - 1
+    return shlex.join(words + seeds) + (f"  # resumed {resumes} time{'s' * (resumes > 1)}" if resumes > 0 else "")
+
+
+def report_group(group: Group) -> str:
+    """One Markdown section; a config's fingerprint is named when runs of one preset had different configs."""
     repeats = [
         f"- seed {seed}: {len(runs)} runs, {', '.join(str(s['_dir']) for s in runs)}; used: {runs[-1]['_dir']} "
         "(finished last)"
-        for seed, runs in duplicates.items()
+        for seed, runs in group.duplicates.items()
     ]
-    deviation_lines = deviations(exp, pooled[0], presets[0])
     lines = [
-        f"### {name} — preset {' = '.join(f'`{p}`' for p in presets)}{variant} "
-        f"({len(pooled)} run{'s' * (len(pooled) > 1)}, seeds {', '.join(map(str, seeds))}"
-        + (f"; each run trains seeds {', '.join(map(str, inside))} and reports their mean" if inside else "")
-        + (f"; {left_out} duplicate{'s' * (left_out > 1)} not pooled" if left_out else "")
-        + ")",
+        f"### {group.name} — preset {' = '.join(f'`{p}`' for p in group.presets)}{group.variant()} ({group.counts()})",
         "",
         *(["Duplicate seeds, not pooled: one run per seed enters the mean ± std.", *repeats, ""] if repeats else []),
-        *(["Deviations from the paper:", *[f"- {d}" for d in deviation_lines], ""] if deviation_lines else []),
+        *(["Deviations from the paper:", *[f"- {d}" for d in group.deviations], ""] if group.deviations else []),
         "| metric | ours (mean ± std over seeds) | paper | source |",
         "|---|---|---|---|",
     ]
-    for paper in exp.paper:
-        ours = mean_std(values[paper.key]) if paper.key in values else "not measured"
-        theirs = paper.text if paper.value is None else f"{paper.value:g}" + (f" ({paper.text})" if paper.text else "")
-        lines.append(f"| {paper.label} | {ours} | {theirs} | {paper.source} |")
-    others = [key for key in values if key not in {p.key for p in exp.paper}]
-    if others:
+    for row in group.paper_rows:
+        ours = mean_std(row.ours) if row.ours else "not measured"
+        lines.append(f"| {row.paper.label} | {ours} | {row.theirs} | {row.paper.source} |")
+    if group.others:
         lines += ["", "| other metric | ours |", "|---|---|"]
-        lines += [f"| `{key}` | {mean_std(values[key])} |" for key in others]
-    wall = [s["wall_time_s"] / 60 for s in pooled]
-    machine = pooled[0].get("machine", {})
+        lines += [f"| `{key}` | {mean_std(group.values(key))} |" for key in group.others]
     lines += [
         "",
-        f"Wall time per run: {mean_std(wall, digits=1)} min on {machine.get('processor', '?')} "
-        f"({machine.get('cpu_count', '?')} cores, {pooled[0].get('workers', '?')} worker(s)). "
-        f"Runs: {', '.join(str(s['_dir']) for s in pooled)}",
+        f"Wall time per run: {group.wall_time()}. Runs: {', '.join(str(s['_dir']) for s in group.pooled)}",
     ]
     return "\n".join(lines)
