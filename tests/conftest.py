@@ -106,3 +106,19 @@ def subprocess_env():
     env["PYTHONUNBUFFERED"] = "1"
     env["OMP_NUM_THREADS"] = "1"
     return env
+
+
+TINY_MQAR = [  # memory-mqar overrides for a run of a few seconds (an LSTM, 4 updates): sweeps and the bench
+    "methods=[lstm]",
+    "model.d_model=16",
+    "task.vocab=16",
+    "task.length=16",
+    "task.kv_pairs=2",
+    "task.mix=null",
+    "eval.settings.pairs32.kv_pairs=3",
+    "eval.settings.pairs64.kv_pairs=4",
+    "train.steps=4",
+    "train.warmup_steps=0",
+    "eval.samples=10",
+    "eval.monitor_samples=10",
+]

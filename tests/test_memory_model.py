@@ -4,7 +4,7 @@ import json
 
 import pytest
 import torch
-from conftest import sets
+from conftest import TINY_MQAR, sets
 
 from engramlab.bench import run_suite
 from engramlab.errors import EngramError
@@ -66,20 +66,7 @@ def test_match_budget_picks_the_closest_width():
 
 
 def test_bench_writes_a_leaderboard_and_keeps_finished_runs(tmp_path):
-    overrides = [
-        "methods=[lstm,attention]",
-        "model.d_model=16",
-        "task.vocab=16",
-        "task.length=16",
-        "task.kv_pairs=2",
-        "task.mix=null",
-        "eval.settings.pairs32.kv_pairs=3",
-        "eval.settings.pairs64.kv_pairs=4",
-        "train.steps=4",
-        "train.warmup_steps=0",
-        "eval.samples=10",
-        "eval.monitor_samples=10",
-    ]
+    overrides = [*TINY_MQAR, "methods=[lstm,attention]"]
     kwargs = dict(
         preset="quick",
         seeds=[0, 1],

@@ -9,26 +9,11 @@ import time
 from pathlib import Path
 
 import pytest
-from conftest import engram_cmd, run_checked, sets
+from conftest import TINY_MQAR, engram_cmd, run_checked, sets
 
 from engramlab import sweep
 from engramlab.errors import ConfigError, EngramError
 from engramlab.sweep import LocalBackend, Outcome, parse_grid, plan, point_name, run_sweep
-
-TINY = [  # a memory-mqar run of a few seconds, most of it the child's start
-    "methods=[lstm]",
-    "model.d_model=16",
-    "task.vocab=16",
-    "task.length=16",
-    "task.kv_pairs=2",
-    "task.mix=null",
-    "eval.settings.pairs32.kv_pairs=3",
-    "eval.settings.pairs64.kv_pairs=4",
-    "train.steps=4",
-    "train.warmup_steps=0",
-    "eval.samples=10",
-    "eval.monitor_samples=10",
-]
 
 
 def metrics_by_run(out: Path) -> dict[str, dict]:
@@ -79,7 +64,7 @@ def test_plan_names_every_grid_point_and_seed(tmp_path):
         seeds=[0, 1],
         out=tmp_path,
         grid=parse_grid(["train.lr=0.001,0.003"]),
-        overrides=TINY,
+        overrides=TINY_MQAR,
     )
     assert [job.name for job in jobs] == [
         "memory-mqar/quick-train.lr=0.001-seed0",
@@ -115,10 +100,10 @@ def test_a_bad_sweep_is_refused_before_anything_is_written(tmp_path, kwargs, wor
 
 
 def test_a_run_directory_of_another_config_is_refused(tmp_path):
-    (job,) = plan("memory-mqar", preset="quick", seeds=[0], out=tmp_path, overrides=TINY)
+    (job,) = plan("memory-mqar", preset="quick", seeds=[0], out=tmp_path, overrides=TINY_MQAR)
     assert sweep.execute(job).returncode == 0
     with pytest.raises(EngramError, match=r"quick-seed0 was run with another config \(differs at train.lr\)"):
-        plan("memory-mqar", preset="quick", seeds=[0], out=tmp_path, overrides=[*TINY, "train.lr=0.01"])
+        plan("memory-mqar", preset="quick", seeds=[0], out=tmp_path, overrides=[*TINY_MQAR, "train.lr=0.01"])
 
 
 # --- running -------------------------------------------------------------------------------------
@@ -126,7 +111,7 @@ def test_a_run_directory_of_another_config_is_refused(tmp_path):
 
 def test_a_local_sweep_runs_each_run_once_with_its_threads_and_writes_status_and_report(tmp_path):
     grid = parse_grid(["train.lr=0.001,0.003"])
-    jobs = plan("memory-mqar", preset="quick", seeds=[0], out=tmp_path, grid=grid, overrides=TINY, threads=2)
+    jobs = plan("memory-mqar", preset="quick", seeds=[0], out=tmp_path, grid=grid, overrides=TINY_MQAR, threads=2)
     status = run_sweep(jobs, LocalBackend(2), tmp_path, progress=False)
     assert (status["finished"], status["failed"], status["pending"]) == (2, 0, 0)
     assert json.loads((tmp_path / "sweep.json").read_text()) == status
@@ -143,7 +128,7 @@ def test_a_local_sweep_runs_each_run_once_with_its_threads_and_writes_status_and
 
 
 def test_a_run_that_fails_is_reported_with_its_log_tail_and_tried_once_more(tmp_path, capsys):
-    (job,) = plan("memory-mqar", preset="quick", seeds=[0], out=tmp_path, overrides=[*TINY, "train.lr=1e30"])
+    (job,) = plan("memory-mqar", preset="quick", seeds=[0], out=tmp_path, overrides=[*TINY_MQAR, "train.lr=1e30"])
     status = run_sweep([job], LocalBackend(1), tmp_path, progress=False)
     (run,) = status["runs"]
     assert (status["failed"], run["status"], run["attempts"]) == (1, "failed", 2)
@@ -168,7 +153,7 @@ class FlakyBackend(LocalBackend):
 
 
 def test_a_run_that_died_once_finishes_on_its_retry(tmp_path):
-    (job,) = plan("memory-mqar", preset="quick", seeds=[0], out=tmp_path, overrides=TINY)
+    (job,) = plan("memory-mqar", preset="quick", seeds=[0], out=tmp_path, overrides=TINY_MQAR)
     status = run_sweep([job], FlakyBackend(), tmp_path, progress=False)
     assert status["finished"] == 1 and status["runs"][0]["attempts"] == 2 and "error" not in status["runs"][0]
 
@@ -189,7 +174,7 @@ def test_sweep_command_line_errors_are_one_line(tmp_path):
 
 def sweep_args(out: Path, *extra: str) -> list[str]:
     grid = ["--grid", "train.lr=0.001,0.003", "--seeds", "0", "1", "2"]
-    return ["sweep", "memory-mqar", *grid, *sets(*TINY), "--out", str(out), "--no-progress", *extra]
+    return ["sweep", "memory-mqar", *grid, *sets(*TINY_MQAR), "--out", str(out), "--no-progress", *extra]
 
 
 @pytest.mark.slow  # 18 runs, each a child process, a Dask cluster and submitit's local executor
@@ -248,7 +233,7 @@ def any_run_mid_way(out: Path) -> bool:
 
 
 def test_the_child_entry_point_runs_a_job(tmp_path):
-    (job,) = plan("memory-mqar", preset="quick", seeds=[0], out=tmp_path, overrides=TINY, threads=1)
+    (job,) = plan("memory-mqar", preset="quick", seeds=[0], out=tmp_path, overrides=TINY_MQAR, threads=1)
     payload = json.dumps({**job.__dict__, "overrides": list(job.overrides)})
     proc = subprocess.run([sys.executable, "-m", "engramlab.sweep", payload], capture_output=True, text=True)
     assert proc.returncode == 0, proc.stdout + proc.stderr
@@ -259,8 +244,8 @@ def test_the_child_entry_point_runs_a_job(tmp_path):
 def test_dask_reports_a_failed_run_and_retries_it_on_the_same_cluster(tmp_path):
     from engramlab.sweep import DaskBackend
 
-    jobs = plan("memory-mqar", preset="quick", seeds=[0], out=tmp_path, overrides=[*TINY, "train.lr=1e30"])
-    jobs += plan("memory-mqar", preset="quick", seeds=[1], out=tmp_path, overrides=TINY)
+    jobs = plan("memory-mqar", preset="quick", seeds=[0], out=tmp_path, overrides=[*TINY_MQAR, "train.lr=1e30"])
+    jobs += plan("memory-mqar", preset="quick", seeds=[1], out=tmp_path, overrides=TINY_MQAR)
     status = run_sweep(jobs, DaskBackend(None, workers=2), tmp_path, progress=False)
     failed, finished = status["runs"]
     assert (failed["status"], failed["attempts"], finished["status"]) == ("failed", 2, "finished")
