@@ -37,7 +37,7 @@ def tiny(data, *more: str) -> list[str]:
         "train.steps=6", "train.log_every=3", "train.eval_every=3", "train.checkpoint_every=3",
         "vision.channels=4", "vision.features=16", "vision.latents=2",
         "vision.train.steps=4", "vision.train.log_every=2", "vision.train.eval_every=2",
-        "vision.train.checkpoint_every=2",
+        "vision.train.checkpoint_every=2", "vision.vq_steps=4",
         "eval.episodes=10", "eval.ways=[2]", "eval.shots=[1, 2]", *more,
     ]  # fmt: skip
 
@@ -51,7 +51,7 @@ def test_a_tiny_run_trains_every_stage_and_keeps_the_lm_frozen(data):
     summary = run_experiment(EXPERIMENT, cfg, run, preset="quick", overrides=overrides, threads=1, progress=False)
     metrics = summary["metrics"]
     lm_print = read_json(run / "lm" / "summary.json")["results"]["lm_fingerprint"]
-    for kind in ("frozen", "flamingo", "blind"):  # Frozen's premise: the LM is bit-identical afterwards
+    for kind in ("frozen", "frozen-vq", "flamingo", "blind"):  # Frozen's premise: the LM is bit-identical afterwards
         assert metrics[f"{kind}/lm_unchanged"] == 1.0
         assert read_json(run / f"{kind}-seed0" / "summary.json")["results"]["lm_fingerprint"] == lm_print
     for kind in ("finetuned", "scratch"):  # ... and these two do change it
@@ -62,8 +62,10 @@ def test_a_tiny_run_trains_every_stage_and_keeps_the_lm_frozen(data):
     for key in ("text/nonce/2way/1shot", "frozen/nonce/2way/2shot/no-induction", "prototype/2way/1shot"):
         assert 0 <= metrics[key] <= 100
     assert sorted(p.name for p in (run / "plots").iterdir()) == [
-        "binding-vs-shots.png", "caption-curves.png", "episode-flamingo.png", "episode-frozen.png", "lm-curves.png"
+        "binding-vs-shots.png", "caption-curves.png", "episode-flamingo.png", "episode-frozen-vq.png",
+        "episode-frozen.png", "lm-curves.png",
     ]  # fmt: skip
+    assert read_json(run / "frozen-vq-seed0" / "summary.json")["steps"] == 4  # vision.vq_steps, not vision.train
 
 
 def test_the_frozen_vision_stage_leaves_every_lm_parameter_bit_identical(data, tmp_path):

@@ -16,6 +16,7 @@ from engramlab.models.frozen import (
     VisualPrefix,
     fingerprint,
     latest_image_mask,
+    quantize,
 )
 
 
@@ -100,6 +101,18 @@ def test_visual_prefix_shape_and_norm_matched_to_the_tokens():
     assert out.shape == (3, 2, 32)
     # LayerNorm with gain 0.5 and zero bias: each embedding's RMS is 0.5
     torch.testing.assert_close(out.pow(2).mean(-1).sqrt(), torch.full((3, 2), 0.5), atol=1e-3, rtol=0)
+
+
+def test_quantize_reads_each_embedding_as_its_nearest_word_and_passes_the_gradient_straight_through():
+    codebook = torch.tensor([[0.0, 0.0], [1.0, 0.0], [0.0, 2.0]], requires_grad=True)  # three "words"
+    prefix = torch.tensor([[[0.9, 0.1], [0.2, 1.5]]], requires_grad=True)  # nearest: word 1, then word 2
+    words, commitment = quantize(prefix, codebook)
+    assert torch.equal(words.detach(), torch.tensor([[[1.0, 0.0], [0.0, 2.0]]]))
+    # VQ-VAE's commitment term by hand: mean of (0.1², 0.1², 0.2², 0.5²)
+    torch.testing.assert_close(commitment, torch.tensor((0.01 + 0.01 + 0.04 + 0.25) / 4))
+    (words * torch.tensor([1.0, 2.0])).sum().backward()
+    assert torch.equal(prefix.grad, torch.tensor([[[1.0, 2.0], [1.0, 2.0]]]))  # straight through
+    assert codebook.grad is None  # the frozen LM's embeddings get no gradient
 
 
 def test_resampler_turns_any_number_of_features_into_its_latents():

@@ -159,6 +159,18 @@ class VisualPrefix(nn.Module):
         return self.norm(self.project(pooled).unflatten(-1, (self.n, -1)))
 
 
+def quantize(prefix: Tensor, codebook: Tensor) -> tuple[Tensor, Tensor]:
+    """Each prefix embedding replaced by its nearest row of ``codebook`` (the LM's token embeddings,
+    L2 distance), with the straight-through gradient and the commitment loss of VQ-VAE (van den
+    Oord et al. 2017, Eq. 3: ‖p − sg(e)‖²; the codebook is the frozen LM's, so its own term is
+    dropped). So the LM reads each image as one of its words: LQAE's quantizer (Liu et al. 2023,
+    §3), not Frozen's continuous prefix. Returns (quantized prefix, commitment loss)."""
+    codebook = codebook.detach()
+    nearest = torch.cdist(prefix.flatten(0, -2), codebook).argmin(-1)
+    words = codebook[nearest].view_as(prefix)
+    return prefix + (words - prefix).detach(), F.mse_loss(prefix, words)
+
+
 def attention(q: Tensor, kv: Tensor, heads: int, mask: Tensor | None = None) -> Tensor:
     """Multi-head scaled dot-product attention of ``q`` (B, T, D) on ``kv`` (B, S, D), already
     projected; ``mask`` (T, S) or (B, T, S), True where a query may attend."""

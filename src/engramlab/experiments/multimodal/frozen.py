@@ -18,6 +18,9 @@ Stages, one arm each (the LM first, then the others in parallel):
   loss on the caption's tokens), about one epoch (Frozen: early stopping at about one epoch):
 
   - ``frozen``: a small CNN -> linear -> n = 2 prefix embeddings, the LM frozen;
+  - ``frozen-vq`` (ours, not in the papers): Frozen with each prefix embedding replaced by its
+    nearest token embedding of the LM, straight-through (LQAE's quantizer, Liu et al. 2023), so
+    that the LM reads each image as one of its words; ``vision.vq_steps`` caption updates;
   - ``flamingo``: the CNN's 7×7 feature map -> Perceiver Resampler -> a gated cross-attention
     block in front of every frozen LM block;
   - ``blind``: Frozen's prefix of a zero image (prefix tuning: the vision side cannot see);
@@ -55,11 +58,11 @@ from engramlab.engine.experiment import Experiment, PaperNumber
 from engramlab.engine.train import TrainConfig, train
 from engramlab.errors import ConfigError
 from engramlab.experiments.multimodal import plots
-from engramlab.models.frozen import Flamingo, LanguageModel, LMConfig, VisualPrefix, fingerprint
+from engramlab.models.frozen import Flamingo, LanguageModel, LMConfig, VisualPrefix, fingerprint, quantize
 from engramlab.tasks import binding
 from engramlab.tasks.mnist import load_mnist
 
-KINDS = ["frozen", "flamingo", "blind", "finetuned", "scratch"]
+KINDS = ["frozen", "frozen-vq", "flamingo", "blind", "finetuned", "scratch"]
 EVAL_SEED = 1_000_000
 
 
@@ -154,6 +157,17 @@ class VisionConfig(Config):
     depth: int = Field(1, ge=1, description="Perceiver Resampler layers (Flamingo: 6)")
     xattn_every: int = Field(1, ge=1, description="a gated cross-attention block in front of every k-th LM block")
     finetune_lr_scale: float = Field(1 / 30, gt=0, le=1, description="the finetuned LM's lr / the vision lr")
+    commitment: float = Field(
+        1.0,
+        ge=0,
+        description="frozen-vq: weight of the commitment loss ||prefix - sg(nearest token)||^2 (VQ-VAE's beta)",
+    )
+    vq_steps: int = Field(
+        600,
+        ge=1,
+        description="frozen-vq: caption updates (its prefix settles on the digit words after 300-600; at 150 it "
+        "had not, docs/frozen.md)",
+    )
     train: TrainConfig = TrainConfig(
         steps=150, batch_size=32, lr=3e-4, betas=(0.9, 0.95), log_every=10, eval_every=30, checkpoint_every=150
     )
@@ -402,6 +416,8 @@ class Captioner(nn.Module):
     def __init__(self, kind: str, lm: LanguageModel, vocab: binding.Vocabulary, cfg: VisionConfig, wording: str):
         super().__init__()
         self.kind, self.vocab, self.wording = kind, vocab, wording
+        self.commitment_weight = cfg.commitment if kind == "frozen-vq" else 0.0
+        self.commitment = torch.zeros(())  # of the last prefix made (frozen-vq)
         self.lm_trains = kind in ("finetuned", "scratch")
         self.lm = lm.requires_grad_(self.lm_trains)
         self.lr_scale = cfg.finetune_lr_scale if kind == "finetuned" else 1.0
@@ -435,6 +451,8 @@ class Captioner(nn.Module):
         if self.kind == "blind":
             images = torch.zeros_like(images)
         prefix = self.vision(images.flatten(0, 1))  # (B·S, n, width)
+        if self.kind == "frozen-vq":
+            prefix, self.commitment = quantize(prefix, self.lm.tokens.weight)
         n = prefix.shape[1]
         where = (slots[:, None] + torch.arange(binding.SLOT - n, binding.SLOT)).flatten()
         ids = ids.index_fill(1, slots, self.vocab.index["<img>"]).index_fill(1, slots + 1, self.vocab.index["<img>"])
@@ -442,8 +460,10 @@ class Captioner(nn.Module):
 
     def forward(self, batch: tuple[Tensor, Tensor]) -> tuple[Tensor, dict[str, float]]:
         images, labels = batch
-        loss = caption_loss(self, images, labels)
-        return loss, {"loss": loss.item()}
+        caption = caption_loss(self, images, labels)
+        loss = caption + self.commitment_weight * self.commitment
+        logs = {"loss": loss.item()} | ({"commitment": self.commitment.item()} if self.kind == "frozen-vq" else {})
+        return loss, logs
 
 
 def caption_logits(model: Captioner, images: Tensor, labels: Tensor) -> tuple[Tensor, Tensor]:
@@ -628,6 +648,9 @@ class FrozenExperiment(Experiment):
             "captions: {cfg.vision.train.steps} updates of {cfg.vision.train.batch_size}, no early-stopping "
             "selection (Frozen stopped at about one epoch; held-out caption loss is recorded)",
             "Perceiver Resampler: {cfg.vision.latents} latents, {cfg.vision.depth} layer(s) (Flamingo: 64, 6)",
+            "an added arm, frozen-vq (ours): Frozen's prefix quantized to the LM's nearest token embeddings "
+            "(straight-through, commitment {cfg.vision.commitment}; LQAE's quantizer), {cfg.vision.vq_steps} caption "
+            "updates",
             "rotary positions in the LM (Frozen's LM: a 7B transformer)",
             "wording '{cfg.text.wording}' (direct: the name right after the image; Frozen's: '<image> this is a "
             "dax .' and a question-and-answer query)",
@@ -683,7 +706,12 @@ class FrozenExperiment(Experiment):
             state = load_checkpoint(directory.parent / "lm" / "checkpoint.safetensors", with_state=False).model
             model.lm.load_state_dict({k.removeprefix("lm."): v for k, v in state.items()})
             model.match_token_norm()
-        return train(model, caption_sampler(cfg), cfg.vision.train, directory, seed=seed,
+        schedule = cfg.vision.train
+        if kind == "frozen-vq":
+            schedule = schedule.model_copy(
+                update={"steps": cfg.vision.vq_steps, "checkpoint_every": cfg.vision.vq_steps}
+            )
+        return train(model, caption_sampler(cfg), schedule, directory, seed=seed,
                      monitor=self.caption_monitor(cfg), progress=progress, resume=resume, device=device)  # fmt: skip
 
     def lm_monitor(self, cfg: FrozenConfig) -> Callable:
@@ -736,10 +764,10 @@ class FrozenExperiment(Experiment):
         return results
 
     def record(self, cfg: FrozenConfig, arm: str, model: nn.Module, out_dir: Path) -> list[Path]:
-        """For the first seed of Frozen and Flamingo: one held-out 2-way, 3-shot episode with task
+        """For the first seed of Frozen (both prefixes) and Flamingo: one held-out 2-way, 3-shot episode with task
         induction, and the answer the model generates greedily."""
         kind, seed = parse_arm(arm)
-        if kind not in ("frozen", "flamingo") or seed != cfg.seeds[0]:
+        if kind not in ("frozen", "frozen-vq", "flamingo") or seed != cfg.seeds[0]:
             return []
         vocab = text_of(cfg.data).vocab
         episodes, images = episodes_of(cfg, "nonce", 2, 3, True, 1, torch.Generator().manual_seed(EVAL_SEED))
@@ -772,7 +800,7 @@ class FrozenExperiment(Experiment):
             if "prototype" in runs[0]:
                 for cell in runs[0]["prototype"]:
                     metrics[f"prototype/{cell}"] = float(100 * np.mean([r["prototype"][cell] for r in runs]))
-            if kind in ("frozen", "flamingo", "blind") and "lm" in results:  # Frozen's premise, checked
+            if kind in ("frozen", "frozen-vq", "flamingo", "blind") and "lm" in results:  # Frozen's premise, checked
                 same = all(r["lm_fingerprint"] == results["lm"]["lm_fingerprint"] for r in runs)
                 metrics[f"{kind}/lm_unchanged"] = float(same)
         return metrics
@@ -784,7 +812,9 @@ class FrozenExperiment(Experiment):
         return int(cfg.seeds[0])
 
     def arm_cost(self, cfg: FrozenConfig, arm: str) -> float:
-        return {"lm": 100.0, "flamingo": 3.0, "scratch": 2.0, "finetuned": 2.0}.get(parse_arm(arm)[0], 1.0)
+        return {"lm": 100.0, "frozen-vq": 4.0, "flamingo": 3.0, "scratch": 2.0, "finetuned": 2.0}.get(
+            parse_arm(arm)[0], 1.0
+        )
 
 
 EXPERIMENT = FrozenExperiment()

@@ -9,8 +9,12 @@ from pathlib import Path
 
 from engramlab.engine.plots import color, learning_curves, plt, save
 
-ORDER = ["text", "frozen", "flamingo", "finetuned", "blind", "scratch", "prototype"]
-LABELS = {"text": "text-only ceiling (LM, class words)", "prototype": "nearest prototype (CNN features)"}
+ORDER = ["text", "frozen", "frozen-vq", "flamingo", "finetuned", "blind", "scratch", "prototype"]
+LABELS = {
+    "text": "text-only ceiling (LM, class words)",
+    "frozen-vq": "frozen, prefix quantized to LM words (ours)",
+    "prototype": "nearest prototype (CNN features)",
+}
 
 
 def all_plots(cfg, metrics: dict[str, float], run_dir: Path, out_dir: Path) -> list[Path]:
