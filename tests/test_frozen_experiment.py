@@ -10,7 +10,7 @@ from conftest import write_digits
 from engramlab.cli import main
 from engramlab.config import resolve
 from engramlab.engine.rundir import read_json
-from engramlab.engine.runner import run_experiment
+from engramlab.engine.runner import check_fits_in_memory, run_experiment
 from engramlab.errors import ConfigError
 from engramlab.experiments.multimodal import frozen
 from engramlab.experiments.multimodal.frozen import EXPERIMENT, FrozenConfig
@@ -237,3 +237,15 @@ def test_episode_length_matches_the_layout(wording):
         e = binding.binding_episodes(vocab, 5, ways, shots, ["dax", "wug", "fep", "zib", "pam"], list(range(10)),
                                      True, torch.Generator(), wording)  # fmt: skip
         assert e.ids.shape[1] == frozen.episode_length(ways, shots, wording)
+
+
+def test_data_first_read_in_the_memory_check_are_real_tensors(data):
+    """On resume nothing reads the data before runner.check_fits_in_memory builds every arm under
+    the meta device; the cached plays and images must still hold data (a resumed run once failed
+    at its first batch with "Cannot copy out of meta tensor")."""
+    cfg = resolve(FrozenConfig, {}, overrides=tiny(data))
+    frozen._cached.cache_clear()
+    check_fits_in_memory(EXPERIMENT, cfg)
+    assert frozen.text_of(cfg.data).plays.device.type == "cpu"
+    assert frozen.images_of(cfg.data).pool[0].device.type == "cpu"
+    assert frozen.pretrain_sampler(cfg)(2, torch.Generator(), step=1)[0].device.type == "cpu"

@@ -14,7 +14,6 @@ once.
 
 from __future__ import annotations
 
-import functools
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -23,6 +22,7 @@ import torch.nn.functional as F
 from torch import Tensor
 
 from engramlab.errors import ConfigError
+from engramlab.tasks.cache import data_cache
 
 
 @dataclass(frozen=True)
@@ -39,7 +39,7 @@ class ImagePool:
         return ImagePool(f"{self.name}{classes}", self.images[keep], self.labels[keep])
 
 
-@functools.cache
+@data_cache()
 def sklearn_digits() -> ImagePool:
     """The 1,797 UCI handwritten digits of scikit-learn (8 × 8, grey levels 0–16); read once per
     process (every arm's sampler, monitor and evaluation asks for it)."""
@@ -50,7 +50,7 @@ def sklearn_digits() -> ImagePool:
     return ImagePool("digits", images, torch.as_tensor(digits.target, dtype=torch.long))
 
 
-@functools.cache  # once per process: `engram eval` evaluates every arm in one
+@data_cache()  # once per process: `engram eval` evaluates every arm in one
 def mnist_pool(directory: str | Path, size: int = 8) -> ImagePool:
     """MNIST's test set on the UCI digits' grid: the central 20 × 20 box, where MNIST's digits were
     scaled to fit (LeCun et al. 1998), averaged down to ``size × size``, each image's peak at 1."""
@@ -60,7 +60,7 @@ def mnist_pool(directory: str | Path, size: int = 8) -> ImagePool:
     return on_grid("mnist", images[..., 4:24, 4:24], labels, size)
 
 
-@functools.cache  # decoding 2,720 PNGs takes about 2 s: once per process, not once per arm
+@data_cache()  # decoding 2,720 PNGs takes about 2 s: once per process, not once per arm
 def omniglot_pool(path: str | Path, size: int = 8) -> ImagePool:
     """Omniglot's characters, every character a class of 20 drawings, on the UCI digits' grid:
     ink at 1, the whole 105 × 105 drawing averaged down to ``size × size``, each image's peak at 1."""

@@ -21,7 +21,6 @@ Every bAbI model module has ``forward(batch) -> (loss, logs)`` and
 
 from __future__ import annotations
 
-import functools
 import json
 from collections.abc import Callable
 from pathlib import Path
@@ -37,6 +36,7 @@ from engramlab.engine.plots import color, plt, save
 from engramlab.errors import ConfigError
 from engramlab.models.babi_ut import pack_story
 from engramlab.tasks.babi import TASKS, BabiTensors, BabiVocab, load_babi, split_validation, task_file
+from engramlab.tasks.cache import data_cache
 
 BABI_ROOT = "../shared/data/babi/tasks_1-20_v1-2"
 FAILED_ABOVE = 5.0  # a task is failed when its test error exceeds 5 % (Weston et al. 2015)
@@ -124,7 +124,7 @@ def vocabulary(task: BabiDataConfig) -> BabiVocab:
     return BabiVocab.from_lists(task.words, task.answers)
 
 
-@functools.lru_cache(maxsize=4)
+@data_cache(maxsize=4)
 def _splits(task_json: str) -> tuple[BabiTensors, BabiTensors]:
     task = BabiDataConfig.model_validate(json.loads(task_json))
     train, valid = split_validation(training_examples(task), task.validation_fraction, task.validation_seed)
@@ -146,7 +146,7 @@ def test_split(task: BabiDataConfig, data_dir: str | None = None) -> BabiTensors
     return _test_split(task.model_dump_json(), directory)
 
 
-@functools.lru_cache(maxsize=2)
+@data_cache(maxsize=2)
 def _test_split(task_json: str, directory: str) -> BabiTensors:
     task = BabiDataConfig.model_validate(json.loads(task_json))
     return vocabulary(task).encode(load_babi(directory, "test", task.tasks), task.max_words)

@@ -40,7 +40,6 @@ Deviations from the papers are listed in ``deviations`` (and in the report and d
 
 from __future__ import annotations
 
-import functools
 import math
 from collections.abc import Callable
 from pathlib import Path
@@ -60,6 +59,7 @@ from engramlab.errors import ConfigError
 from engramlab.experiments.multimodal import plots
 from engramlab.models.frozen import Flamingo, LanguageModel, LMConfig, VisualPrefix, fingerprint, quantize
 from engramlab.tasks import binding
+from engramlab.tasks.cache import data_cache
 from engramlab.tasks.mnist import load_mnist
 
 KINDS = ["frozen", "frozen-vq", "flamingo", "blind", "finetuned", "scratch"]
@@ -277,7 +277,7 @@ def images_of(cfg: DataConfig) -> Images:
     return _cached(Images, cfg.model_dump_json())
 
 
-@functools.lru_cache(maxsize=4)
+@data_cache(maxsize=4)
 def _cached(kind: type, data_json: str):
     return kind(DataConfig.model_validate_json(data_json))
 
