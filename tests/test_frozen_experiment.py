@@ -45,7 +45,7 @@ def tiny(data, *more: str) -> list[str]:
 def test_a_tiny_run_trains_every_stage_and_keeps_the_lm_frozen(data):
     overrides = tiny(data)
     cfg = resolve(FrozenConfig, EXPERIMENT.presets["quick"], overrides=overrides)
-    assert EXPERIMENT.arms(cfg) == ["lm"] + [f"{kind}-seed0" for kind in frozen.KINDS]
+    assert EXPERIMENT.arms(cfg) == ["lm"] + [f"{kind}-seed0" for kind in frozen.OWN_LM_KINDS]
     run = data / "run"
     run.mkdir()
     summary = run_experiment(EXPERIMENT, cfg, run, preset="quick", overrides=overrides, threads=1, progress=False)
@@ -249,3 +249,10 @@ def test_data_first_read_in_the_memory_check_are_real_tensors(data):
     assert frozen.text_of(cfg.data).plays.device.type == "cpu"
     assert frozen.images_of(cfg.data).pool[0].device.type == "cpu"
     assert frozen.pretrain_sampler(cfg)(2, torch.Generator(), step=1)[0].device.type == "cpu"
+
+
+def test_a_run_of_smollm2_alone_trains_no_lm_of_ours(data):
+    cfg = resolve(FrozenConfig, {}, overrides=tiny(data, "kinds=[smollm2]", "seeds=[0, 1]"))
+    assert EXPERIMENT.arms(cfg) == ["smollm2-seed0", "smollm2-seed1"] and EXPERIMENT.first_arms(cfg) == []
+    both = resolve(FrozenConfig, {}, overrides=tiny(data, "kinds=[frozen, smollm2]"))
+    assert EXPERIMENT.arms(both) == ["lm", "frozen-seed0", "smollm2-seed0"]

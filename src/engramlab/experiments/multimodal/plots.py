@@ -9,9 +9,12 @@ from pathlib import Path
 
 from engramlab.engine.plots import color, learning_curves, plt, save
 
-ORDER = ["text", "frozen", "frozen-vq", "flamingo", "finetuned", "blind", "scratch", "prototype"]
+ORDER = ["text", "frozen", "frozen-vq", "flamingo", "finetuned", "blind", "scratch", "prototype", "smollm2-text",
+         "smollm2"]  # fmt: skip
 LABELS = {
     "text": "text-only ceiling (LM, class words)",
+    "smollm2-text": "SmolLM2-135M text-only ceiling",
+    "smollm2": "Frozen on SmolLM2-135M",
     "frozen-vq": "frozen, prefix quantized to LM words (ours)",
     "prototype": "nearest prototype (CNN features)",
 }
@@ -19,15 +22,14 @@ LABELS = {
 
 def all_plots(cfg, metrics: dict[str, float], run_dir: Path, out_dir: Path) -> list[Path]:
     paths = [accuracy_vs_shots(cfg, metrics, out_dir / "binding-vs-shots.png")]
-    paths.append(
-        learning_curves(
+    if cfg.needs_own_lm:
+        paths.append(learning_curves(
             run_dir, ["lm"],
             [("text-only binding, 2-way (held-out nonce)", [("eval/text_2way_1shot_accuracy", "-", " 1 shot"),
                                                            ("eval/text_2way_5shot_accuracy", "--", " 5 shots")]),
              ("plays: next-word loss", [("eval/plays_loss", "-", "")])],
             out_dir / "lm-curves.png",
-        )
-    )  # fmt: skip
+        ))  # fmt: skip
     arms = [f"{kind}-seed{cfg.seeds[0]}" for kind in cfg.kinds]
     if not arms:
         return paths
@@ -63,7 +65,7 @@ def accuracy_vs_shots(cfg, metrics: dict[str, float], path: Path) -> Path:
             if any(v is None for v in values):
                 continue
             errors = [metrics.get(key + "/std", 0.0) for key in keys]
-            style = "--" if kind in ("text", "prototype") else "-"
+            style = "--" if kind in ("text", "prototype", "smollm2-text") else "-"
             ax.errorbar(shots, values, yerr=errors, fmt=style + "o", color=color(kind, i), label=LABELS.get(kind, kind),
                         capsize=3, lw=1.4, ms=4)  # fmt: skip
         ax.axhline(100 / ways, color="grey", lw=1, ls=":", label="chance")
