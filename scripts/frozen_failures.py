@@ -15,7 +15,9 @@ that holds:
   name but copied its spelling wrong).
 
 The text-only ceiling's failures (the LM arm, class words in the slots) are split the same way
-between the two letter causes.
+between the two letter causes. For the Flamingo arms, the first token each one answers with is
+counted by kind: a digit word (the model captions the query instead of naming it), the right
+name's first letter, another letter, or another word.
 """
 
 from __future__ import annotations
@@ -80,6 +82,17 @@ def ceiling_causes(lm, episodes, images) -> dict[str, int]:
     return {"episodes": len(failed), "failed": int(failed.sum())} | letter_causes(predicted, episodes.answer, failed)
 
 
+@torch.no_grad()
+def first_tokens(cfg, model, episodes, images) -> dict[str, int]:
+    vocab = frozen.text_of(cfg.data).vocab
+    first = frozen.image_reader(model)(episodes, images).argmax(-1)[:, 0]
+    digit = torch.isin(first, vocab.ids(binding.DIGITS))
+    letter = torch.isin(first, vocab.ids(binding.LETTERS))
+    right = first == episodes.answer[:, 0]
+    return {"episodes": len(first), "digit_word": int(digit.sum()), "right_first_letter": int(right.sum()),
+            "other_letter": int((letter & ~right).sum()), "other_word": int((~digit & ~letter).sum())}  # fmt: skip
+
+
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("run", type=Path, help="an engram run frozen directory with its checkpoints")
@@ -95,6 +108,13 @@ def main(argv=None) -> int:
         model = load(exp, cfg, args.run, f"frozen-vq-seed{seed}")
         count = lambda e, i, model=model: causes(cfg, model, e, i)  # noqa: E731
         out["frozen-vq"][f"seed {seed}"] = {f"{shots} shot": cell(cfg, shots, count) for shots in cfg.eval.shots}
+    flamingo = [seed for seed in cfg.seeds if "flamingo" in cfg.kinds]
+    for seed in flamingo:
+        model = load(exp, cfg, args.run, f"flamingo-seed{seed}")
+        count = lambda e, i, model=model: first_tokens(cfg, model, e, i)  # noqa: E731
+        out.setdefault("flamingo first answer token", {})[f"seed {seed}"] = {
+            f"{shots} shot": cell(cfg, shots, count) for shots in cfg.eval.shots
+        }
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(json.dumps(out, indent=2) + "\n")
     print(json.dumps(out, indent=1))

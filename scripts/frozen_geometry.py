@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import sys
 from collections.abc import Callable
 from pathlib import Path
 
@@ -88,7 +89,8 @@ def geometry(run: Path, arm: str, cfg: fz.FrozenConfig, pool_images: int) -> dic
         "fixed_random_vector_per_class": slot_filler(lm, lambda e, im: fixed[e.classes]),
         "slot_codes_as_drawn_in_training": slot_filler(lm, drawn),
     }
-    accuracy = {name: 100 * float(np.mean(fz.binding_accuracy(cfg, read, *CELL))) for name, read in readers.items()}
+    accuracy = {name: 100 * float(np.mean(fz.binding_accuracy(cfg, fz.exact_matches(read), *CELL)))
+                for name, read in readers.items()}  # fmt: skip
     per_class = {
         binding.DIGITS[c]: {
             "cos_to_own_word": float(cos[labels == c, digits[c]].mean()),
@@ -112,14 +114,14 @@ def geometry(run: Path, arm: str, cfg: fz.FrozenConfig, pool_images: int) -> dic
     }
 
 
-def main() -> None:
+def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("run", type=Path, help="a finished frozen run directory")
     parser.add_argument("--arms", nargs="+", default=["frozen-seed0"], help="Frozen arms to read")
     parser.add_argument("--episodes", type=int, default=300, help="episodes per slot filling")
     parser.add_argument("--pool-images", type=int, default=2000, help="evaluation-pool images for the geometry")
     parser.add_argument("--out", type=Path, required=True, help="JSON file to write")
-    args = parser.parse_args()
+    args = parser.parse_args(argv)
     torch.set_num_threads(2)
     cfg = fz.FrozenConfig.model_validate(yaml.safe_load((args.run / "config.yaml").read_text()))
     cfg = cfg.model_copy(update={"eval": cfg.eval.model_copy(update={"episodes": args.episodes})})
@@ -134,7 +136,8 @@ def main() -> None:
     tmp.write_text(json.dumps(out, indent=2) + "\n")
     tmp.replace(args.out)
     print(json.dumps({arm: r["exact_match_percent_2way_1shot_induction"] for arm, r in out["arms"].items()}, indent=1))
+    return 0
 
 
 if __name__ == "__main__":
-    main()
+    sys.exit(main())

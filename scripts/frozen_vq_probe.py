@@ -4,7 +4,8 @@
 
 RUN_DIR is an ``engram run frozen`` directory whose ``lm/checkpoint.safetensors`` is kept (a local
 run; published copies have no checkpoints). The vision side (``frozen``: Frozen's continuous
-prefix; ``frozen-vq``: the prefix quantized to the LM's token embeddings) is trained on captions for
+prefix; ``frozen-vq``: the prefix quantized to the LM's token embeddings; ``flamingo``: the
+resampler and gated cross-attention) is trained on captions for
 ``--steps`` updates with the run's vision settings, then evaluated on ``--episodes`` held-out
 episodes per cell (2-way nonce with task induction at 1 and 5 shots, real names, held-out classes,
 5-way). The JSON also lists, per digit class, the words the quantized prefix reads its validation
@@ -47,7 +48,7 @@ def words_per_class(model: frozen.Captioner, images: torch.Tensor, labels: torch
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("run", type=Path, help="an engram run frozen directory with its LM checkpoint")
-    parser.add_argument("--kind", choices=["frozen", "frozen-vq"], default="frozen-vq")
+    parser.add_argument("--kind", choices=["frozen", "frozen-vq", "flamingo"], default="frozen-vq")
     parser.add_argument("--steps", type=int, default=600, help="caption updates")
     parser.add_argument("--commitment", type=float, default=1.0, help="frozen-vq's commitment weight")
     parser.add_argument("--seed", type=int, default=0)
@@ -81,10 +82,10 @@ def main(argv=None) -> int:
     images, labels = frozen.images_of(cfg.data).val
     if args.kind == "frozen-vq":
         out["words_per_class"] = words_per_class(model, images[:500], labels[:500])
-    read = frozen.image_reader(model)
+    match = frozen.exact_matches(frozen.image_reader(model))
     with torch.no_grad():
         for condition, ways, shots in CELLS:
-            hits = frozen.binding_accuracy(cfg, read, condition, ways, shots, True)
+            hits = frozen.binding_accuracy(cfg, match, condition, ways, shots, True)
             out[f"{condition}/{ways}way/{shots}shot"] = 100 * float(np.mean(hits))
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(json.dumps(out, indent=2) + "\n")

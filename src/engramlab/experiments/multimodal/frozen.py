@@ -512,8 +512,8 @@ def cells(cfg: FrozenConfig) -> list[tuple[str, int, int, bool]]:
 
 
 def natural_cells(cfg: FrozenConfig) -> list[tuple[str, int, int, bool]]:
-    """The smollm2 arm's cells, with task induction (a 135 M LM reads an episode about 300 times
-    slower than ours): 2-way nonce at every shot count, the other ways at the fewest shots, and
+    """The smollm2 arm's cells, with task induction (its forward pass costs about 130 times
+    ours a token): 2-way nonce at every shot count, the other ways at the fewest shots, and
     real names at 2-way."""
     fewest = min(cfg.eval.shots)
     out = [("nonce", 2, s, True) for s in cfg.eval.shots]
@@ -795,7 +795,7 @@ class FrozenExperiment(Experiment):
 
         @torch.no_grad()
         def measure(model: Captioner | NaturalFrozen) -> dict[str, float]:
-            if isinstance(model, NaturalFrozen):  # 200 images: a 135 M LM reads them about 300 times slower
+            if isinstance(model, NaturalFrozen):  # 200 images: its forward pass costs ~130 times ours
                 loss, right = model.caption_scores(images[:200], labels[:200])
                 return {"caption_loss": float(loss), "caption_accuracy": float(right.float().mean())}
             logits, targets = caption_logits(model, images, labels)
