@@ -141,3 +141,11 @@ def test_a_run_with_smollm2_and_no_file_writes_nothing(data, capsys):  # noqa: F
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and "data.smollm2_gguf is not set" in err[0]
     assert not out.exists() or not any(out.rglob("*.yaml"))
+
+
+def test_moving_the_arm_moves_its_lm_too(arm):
+    """The LM is no submodule (no optimiser or checkpoint holds it), yet .to() must reach it, as
+    train() moves the model to its device."""
+    _, model = arm
+    model.to(torch.float64)
+    assert next(model.lm.parameters()).dtype == torch.float64 == model.vision.project.weight.dtype

@@ -169,15 +169,23 @@ class NaturalFrozen(nn.Module):
         with torch.no_grad():
             self.vision.norm.weight.fill_(float(table.pow(2).mean(-1).sqrt().mean()))
 
+    def _apply(self, fn, recurse=True):
+        """``.to(device)`` and the like reach the LM too, although it is not a submodule."""
+        if hasattr(self, "lm"):
+            self.lm._apply(fn)
+        return super()._apply(fn, recurse)
+
     def answer_logits(self, batch: NaturalBatch, images: Tensor | None) -> tuple[Tensor, Tensor]:
         """(B, A, vocab) logits at the answer's steps, and the answer (B, A). ``images`` (B, S, 1,
         28, 28) fill the image positions (None: the batch has none, the text ceiling)."""
+        device = self.vision.project.weight.device
+        batch = NaturalBatch(*(t.to(device) for t in (batch.ids, batch.image, batch.answer_at, batch.answer)))
         x = self.lm.get_input_embeddings()(batch.ids)
         if images is not None:
             prefix = self.vision(images.flatten(0, 1))  # (B·S, n, width), rows in slot order
             x = x.masked_scatter(batch.image[..., None], prefix.reshape(-1, x.shape[-1]).to(x.dtype))
         hidden = self.lm.model(inputs_embeds=x).last_hidden_state
-        steps = torch.arange(batch.answer.shape[1])
+        steps = torch.arange(batch.answer.shape[1], device=device)
         where = (batch.answer_at[:, None] - 1 + steps).clamp(max=hidden.shape[1] - 1)
         picked = hidden.gather(1, where[..., None].expand(-1, -1, hidden.shape[-1]))
         return self.lm.lm_head(picked), batch.answer
