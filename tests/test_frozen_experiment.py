@@ -256,3 +256,14 @@ def test_a_run_of_smollm2_alone_trains_no_lm_of_ours(data):
     assert EXPERIMENT.arms(cfg) == ["smollm2-seed0", "smollm2-seed1"] and EXPERIMENT.first_arms(cfg) == []
     both = resolve(FrozenConfig, {}, overrides=tiny(data, "kinds=[frozen, smollm2]"))
     assert EXPERIMENT.arms(both) == ["lm", "frozen-seed0", "smollm2-seed0"]
+
+
+def test_deviation_lines_follow_the_arms_a_run_has(data):
+    def lines(kinds: str) -> str:
+        cfg = resolve(FrozenConfig, EXPERIMENT.presets["quick"], overrides=tiny(data, f"kinds={kinds}"))
+        return "\n".join(EXPERIMENT.deviations_of(cfg, "quick"))
+
+    alone = lines("[smollm2]")
+    assert "SmolLM2-135M-Instruct" in alone and "our own" not in alone and "frozen-vq" not in alone
+    every = lines("[frozen, frozen-vq, flamingo]")
+    assert "our own" in every and "frozen-vq" in every and "Perceiver" in every and "SmolLM2" not in every

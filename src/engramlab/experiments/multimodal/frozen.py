@@ -224,8 +224,16 @@ class FrozenConfig(Config):
 
     @property
     def has_smollm2(self) -> bool:
-        """Whether the natural-LM arm runs: its deviation lines."""
+        """Whether the natural-LM arm runs: its deviation lines (and those below, of other arms)."""
         return "smollm2" in self.kinds
+
+    @property
+    def has_frozen_vq(self) -> bool:
+        return "frozen-vq" in self.kinds
+
+    @property
+    def has_flamingo(self) -> bool:
+        return "flamingo" in self.kinds
 
     @model_validator(mode="after")
     def _fits(self):
@@ -662,10 +670,12 @@ class FrozenExperiment(Experiment):
     }
     deviations = {
         "quick": [
+            "{cfg.needs_own_lm:if}"
             "LM: our own {cfg.lm.layers}-layer, width-{cfg.lm.width} transformer, {cfg.train.steps:k} updates on "
             "Shakespeare plus text-only binding episodes (Frozen: a 7B LM trained on C4 alone)",
         ],
         "paper": [
+            "{cfg.needs_own_lm:if}"
             "LM: our own {cfg.lm.layers}-layer, width-{cfg.lm.width} transformer, {cfg.train.steps:k} updates on "
             "Shakespeare plus text-only binding episodes (Frozen: a 7B LM trained on C4 alone)",
         ],
@@ -679,20 +689,26 @@ class FrozenExperiment(Experiment):
             "Frozen's prefix passes a LayerNorm scaled to the token embeddings' norm (paper: linear only)",
             "{cfg.vision.prefix_differs:if}Frozen's prefix: n = {cfg.vision.prefix} embedding(s) at the end of the "
             "image's slot, after its <img> marker (paper's best: n = 2)",
-            "{cfg.text.slot_noise:if}the LM's text embeds the class word in each image slot with Gaussian noise of "
+            "{cfg.needs_own_lm:if}{cfg.text.slot_noise:if}"
+            "the LM's text embeds the class word in each image slot with Gaussian noise of "
             "{cfg.text.slot_noise} times its RMS (ours: a stand-in for two images of one class differing)",
-            "{cfg.text.slot_codes:if}the LM's text: after update {cfg.text.mix_after:,}, a share of "
+            "{cfg.needs_own_lm:if}{cfg.text.slot_codes:if}"
+            "the LM's text: after update {cfg.text.mix_after:,}, a share of "
             "{cfg.text.slot_codes} of episodes holds a random vector per class in each image slot instead of the "
             "class word (ours: a probe of binding what is not a word)",
-            "{cfg.text.captions:if}the LM's text has {cfg.text.captions} captions per update ('<img> seven seven') "
+            "{cfg.needs_own_lm:if}{cfg.text.captions:if}"
+            "the LM's text has {cfg.text.captions} captions per update ('<img> seven seven') "
             "after update {cfg.text.mix_after:,} (Frozen's LM read web text only)",
             "captions: {cfg.vision.train.steps} updates of {cfg.vision.train.batch_size}, no early-stopping "
             "selection (Frozen stopped at about one epoch; held-out caption loss is recorded)",
+            "{cfg.has_flamingo:if}"
             "Perceiver Resampler: {cfg.vision.latents} latents, {cfg.vision.depth} layer(s) (Flamingo: 64, 6)",
+            "{cfg.has_frozen_vq:if}"
             "an added arm, frozen-vq (ours): Frozen's prefix quantized to the LM's nearest token embeddings "
             "(straight-through, commitment {cfg.vision.commitment}; LQAE's quantizer), {cfg.vision.vq_steps} caption "
             "updates",
-            "rotary positions in the LM (Frozen's LM: a 7B transformer)",
+            "{cfg.needs_own_lm:if}rotary positions in the LM (Frozen's LM: a 7B transformer)",
+            "{cfg.needs_own_lm:if}"
             "wording '{cfg.text.wording}' (direct: the name right after the image; Frozen's: '<image> this is a "
             "dax .' and a question-and-answer query)",
             "{cfg.has_smollm2:if}natural LM (smollm2 arm): SmolLM2-135M-Instruct, its 4-bit GGUF weights "

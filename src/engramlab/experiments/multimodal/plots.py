@@ -45,10 +45,18 @@ def all_plots(cfg, metrics: dict[str, float], run_dir: Path, out_dir: Path) -> l
 
 
 def accuracy_vs_shots(cfg, metrics: dict[str, float], path: Path) -> Path:
+    """One panel per condition that has a number; a model measured at some shot counts only (the
+    smollm2 arm) is drawn at those."""
     panels = [(f"nonce/{w}way", True, f"{w}-way, task induction") for w in cfg.eval.ways]
     panels += [(f"nonce/{w}way", False, f"{w}-way, no task induction") for w in cfg.eval.ways]
     panels += [("real-names/2way", True, "2-way, real names")]
     panels += [("held-out-classes/2way", True, "2-way, held-out classes")]
+    measured = lambda prefix, induction: any(  # noqa: E731
+        key.startswith(f"{kind}/{prefix}/") and key.endswith("shot" if induction else "shot/no-induction")
+        for key in metrics
+        for kind in ORDER
+    )
+    panels = [panel for panel in panels if measured(*panel[:2])]
     fig, axes = plt.subplots(2, (len(panels) + 1) // 2, figsize=(4.2 * ((len(panels) + 1) // 2), 7), squeeze=False)
     shots = cfg.eval.shots
     for ax, (prefix, induction, title) in zip(axes.flatten(), panels):
@@ -61,13 +69,14 @@ def accuracy_vs_shots(cfg, metrics: dict[str, float], path: Path) -> Path:
                 keys = [f"prototype/{ways}way/{s}shot" for s in shots]
             else:
                 keys = [f"{kind}/{prefix}/{s}shot{suffix}" for s in shots]
-            values = [metrics.get(key) for key in keys]
-            if any(v is None for v in values):
+            drawn = [(s, key) for s, key in zip(shots, keys) if key in metrics]
+            if not drawn:
                 continue
-            errors = [metrics.get(key + "/std", 0.0) for key in keys]
+            values = [metrics[key] for _, key in drawn]
+            errors = [metrics.get(key + "/std", 0.0) for _, key in drawn]
             style = "--" if kind in ("text", "prototype", "smollm2-text") else "-"
-            ax.errorbar(shots, values, yerr=errors, fmt=style + "o", color=color(kind, i), label=LABELS.get(kind, kind),
-                        capsize=3, lw=1.4, ms=4)  # fmt: skip
+            ax.errorbar([s for s, _ in drawn], values, yerr=errors, fmt=style + "o", color=color(kind, i),
+                        label=LABELS.get(kind, kind), capsize=3, lw=1.4, ms=4)  # fmt: skip
         ax.axhline(100 / ways, color="grey", lw=1, ls=":", label="chance")
         ax.set_title(title, fontsize=10)
         ax.set_xlabel("inner-shots")
