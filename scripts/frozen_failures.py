@@ -14,6 +14,8 @@ that holds:
 - ``later_letter``: otherwise: the first letter is right and a later one wrong (the LM bound the
   name but copied its spelling wrong).
 
+It also counts the images (every slot's, the query's included) read as their own digit's word.
+
 The text-only ceiling's failures (the LM arm, class words in the slots) are split the same way
 between the two letter causes. For the Flamingo arms, the first token each one answers with is
 counted by kind: a digit word (the model captions the query instead of naming it), the right
@@ -70,7 +72,9 @@ def causes(cfg, model, episodes, images) -> dict[str, int]:
     other = episodes.classes[:, :-1] != episodes.classes[:, -1:]
     confusion = ((words[:, :-1] == words[:, -1:]) & other).any(-1) & ~query_misread
     rest = failed & ~query_misread & ~confusion
+    read_right = words == vocab.ids(binding.DIGITS)[episodes.classes]  # every slot's image, query included
     out = {"episodes": len(failed), "failed": int(failed.sum())}
+    out |= {"images": read_right.numel(), "images_read_as_their_digit": int(read_right.sum())}
     out |= {"query_misread": int((failed & query_misread).sum()), "support_confusion": int((failed & confusion).sum())}
     return out | letter_causes(predicted, episodes.answer, rest)
 
