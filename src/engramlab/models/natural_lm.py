@@ -67,9 +67,10 @@ def check_gguf(path: str | None) -> Path:
 
 
 @functools.lru_cache(maxsize=1)
-def load_gguf_lm(path: str) -> tuple[nn.Module, Any]:
-    """(causal LM, tokenizer) from a GGUF file, read once per process, frozen, on the CPU; an
-    unreadable file is one :class:`DataError`."""
+def load_gguf_lm(path: str) -> tuple[nn.Module, Any, str]:
+    """(causal LM, tokenizer, the LM's fingerprint as loaded) from a GGUF file, read once per
+    process, frozen, on the CPU; an unreadable file is one :class:`DataError`. The fingerprint is
+    hashed here, once, for :meth:`NaturalFrozen.attach` (every build of the arm reuses it)."""
     from transformers import AutoModelForCausalLM, AutoTokenizer
     from transformers.utils import logging
 
@@ -82,7 +83,7 @@ def load_gguf_lm(path: str) -> tuple[nn.Module, Any]:
             model = AutoModelForCausalLM.from_pretrained(file.parent, gguf_file=file.name, dtype=torch.float32)
     except Exception as exc:  # transformers raises many kinds for a bad file
         raise DataError(f"{file}: could not be read as a language model ({type(exc).__name__}: {exc})") from None
-    return model.eval().requires_grad_(False), tokenizer
+    return model.eval().requires_grad_(False), tokenizer, fingerprint(model)
 
 
 def natural(text: str, capitalise: bool = True) -> str:
@@ -160,11 +161,12 @@ class NaturalFrozen(nn.Module):
         self.n = n
         self.vocab: binding.Vocabulary | None = None
 
-    def attach(self, lm: nn.Module, tokenizer, vocab: binding.Vocabulary) -> None:
-        """Give the frozen LM (kept out of the module tree: no optimiser, no checkpoint holds it)."""
+    def attach(self, lm: nn.Module, tokenizer, vocab: binding.Vocabulary, loaded_fingerprint: str | None = None):
+        """Give the frozen LM (kept out of the module tree: no optimiser, no checkpoint holds it) and
+        its fingerprint as loaded (hashed here if not given), which the evaluation compares."""
         object.__setattr__(self, "lm", lm)
         self.tokenizer, self.vocab = tokenizer, vocab
-        self.loaded_fingerprint = fingerprint(lm)  # the evaluation compares: the LM must not have changed
+        self.loaded_fingerprint = loaded_fingerprint or fingerprint(lm)
         table = lm.get_input_embeddings().weight
         if table.shape[1] != self.vision.project.out_features // self.n:
             raise ConfigError(f"the LM's width is {table.shape[1]}; the vision side was built for another")

@@ -756,10 +756,10 @@ class FrozenExperiment(Experiment):
         kind, seed = parse_arm(arm)
         torch.manual_seed(cfg.seeds[0] if seed is None else seed)
         if kind == "smollm2":
-            lm, tokenizer = load_gguf_lm(str(check_gguf(cfg.data.smollm2_gguf)))
+            lm, tokenizer, loaded = load_gguf_lm(str(check_gguf(cfg.data.smollm2_gguf)))
             v = cfg.vision
             model = NaturalFrozen(lm.config.hidden_size, v.prefix, v.channels, v.features)
-            model.attach(lm, tokenizer, text_of(cfg.data).vocab)
+            model.attach(lm, tokenizer, text_of(cfg.data).vocab, loaded)
             return model
         lm = self.new_lm(cfg)
         if kind == "lm":
