@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import platform
 import subprocess
 import sys
@@ -25,6 +26,17 @@ STEPS = {
 }
 
 
+def cpu_name() -> str:
+    """The CPU's model name (Linux), else the architecture."""
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.machine()
+
+
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--out", type=Path, required=True, help="the JSON file to write")
@@ -32,7 +44,7 @@ def main(argv=None) -> int:
     root = Path(__file__).resolve().parents[1]
     commit = subprocess.check_output(["git", "rev-parse", "--short", "HEAD"], cwd=root, text=True).strip()
     out = {"what": "wall time of .ci/run's steps on a fresh clone", "commit": commit,
-           "machine": f"{platform.processor() or platform.machine()}, Python {platform.python_version()}",
+           "machine": f"{cpu_name()}, {os.cpu_count()} cores, Python {platform.python_version()}",
            "date": time.strftime("%Y-%m-%d")}  # fmt: skip
     with tempfile.TemporaryDirectory() as tmp:
         clone = Path(tmp) / "clone"
