@@ -53,6 +53,12 @@ def main(argv=None) -> int:
     parser.add_argument("--commitment", type=float, default=1.0, help="frozen-vq's commitment weight")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--episodes", type=int, default=200, help="held-out episodes per cell")
+    parser.add_argument(
+        "--lm-checkpoint",
+        type=Path,
+        help="the LM checkpoint to read (default RUN/lm/checkpoint.safetensors; a copy taken while the run "
+        "goes on, which overwrites its checkpoint)",
+    )
     parser.add_argument("--out", type=Path, required=True)
     args = parser.parse_args(argv)
     torch.set_num_threads(1)
@@ -61,8 +67,8 @@ def main(argv=None) -> int:
     cfg = cfg.model_copy(update={"vision": vision, "eval": cfg.eval.model_copy(update={"episodes": args.episodes})})
     torch.manual_seed(args.seed)
     model = frozen.Captioner(args.kind, exp.new_lm(cfg), frozen.text_of(cfg.data).vocab, cfg.vision, cfg.text.wording)
-    state = load_checkpoint(args.run / "lm" / "checkpoint.safetensors", with_state=False).model
-    model.lm.load_state_dict({k.removeprefix("lm."): v for k, v in state.items()})
+    checkpoint = load_checkpoint(args.lm_checkpoint or args.run / "lm" / "checkpoint.safetensors", with_state=False)
+    model.lm.load_state_dict({k.removeprefix("lm."): v for k, v in checkpoint.model.items()})
     model.match_token_norm()
     schedule = cfg.vision.train.model_copy(update={"steps": args.steps, "checkpoint_every": args.steps})
     start = time.perf_counter()
@@ -72,6 +78,7 @@ def main(argv=None) -> int:
     model.eval()
     out = {
         "run": str(args.run),
+        "lm_update": checkpoint.step,
         "kind": args.kind,
         "steps": args.steps,
         "commitment": args.commitment if args.kind == "frozen-vq" else None,

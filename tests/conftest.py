@@ -122,3 +122,30 @@ TINY_MQAR = [  # memory-mqar overrides for a run of a few seconds (an LSTM, 4 up
     "eval.samples=10",
     "eval.monitor_samples=10",
 ]
+
+
+FROZEN_WORDS = "the king is dead long live the king and all his men say so to be or not ".split()
+
+
+@pytest.fixture
+def frozen_data(tmp_path):
+    """A tiny corpus of plays and 400 marked digits: the Frozen experiment's data sets."""
+    (tmp_path / "plays").mkdir()
+    (tmp_path / "plays" / "play.txt").write_text(" ".join(FROZEN_WORDS * 80))
+    (tmp_path / "mnist").mkdir()
+    write_digits(tmp_path / "mnist", count=400, marked=True)
+    return tmp_path
+
+
+def tiny_frozen(data, *more: str) -> list[str]:
+    """Overrides that make ``engram run frozen`` tiny, on :func:`frozen_data`."""
+    return [
+        f"data.corpus_dir={data / 'plays'}", f"data.mnist_dir={data / 'mnist'}", "data.vocab_size=100",
+        "data.nonce_words=40", "data.caption_images=200", "data.caption_val=50",
+        "lm.layers=1", "lm.width=32", "lm.heads=2", "lm.mlp=64", "seeds=[0]",
+        "train.steps=6", "train.log_every=3", "train.eval_every=3", "train.checkpoint_every=3",
+        "vision.channels=4", "vision.features=16", "vision.latents=2",
+        "vision.train.steps=4", "vision.train.log_every=2", "vision.train.eval_every=2",
+        "vision.train.checkpoint_every=2", "vision.vq_steps=4",
+        "eval.episodes=10", "eval.ways=[2]", "eval.shots=[1, 2]", *more,
+    ]  # fmt: skip

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import pytest
 import torch
-from conftest import write_digits
+from conftest import tiny_frozen as tiny
 
 from engramlab.cli import main
 from engramlab.config import resolve
@@ -17,36 +17,12 @@ from engramlab.experiments.multimodal.frozen import EXPERIMENT, FrozenConfig
 from engramlab.models.frozen import fingerprint
 from engramlab.tasks import binding
 
-WORDS = "the king is dead long live the king and all his men say so to be or not ".split()
 
-
-@pytest.fixture
-def data(tmp_path):
-    (tmp_path / "plays").mkdir()
-    (tmp_path / "plays" / "play.txt").write_text(" ".join(WORDS * 80))
-    (tmp_path / "mnist").mkdir()
-    write_digits(tmp_path / "mnist", count=400, marked=True)
-    return tmp_path
-
-
-def tiny(data, *more: str) -> list[str]:
-    return [
-        f"data.corpus_dir={data / 'plays'}", f"data.mnist_dir={data / 'mnist'}", "data.vocab_size=100",
-        "data.nonce_words=40", "data.caption_images=200", "data.caption_val=50",
-        "lm.layers=1", "lm.width=32", "lm.heads=2", "lm.mlp=64", "seeds=[0]",
-        "train.steps=6", "train.log_every=3", "train.eval_every=3", "train.checkpoint_every=3",
-        "vision.channels=4", "vision.features=16", "vision.latents=2",
-        "vision.train.steps=4", "vision.train.log_every=2", "vision.train.eval_every=2",
-        "vision.train.checkpoint_every=2", "vision.vq_steps=4",
-        "eval.episodes=10", "eval.ways=[2]", "eval.shots=[1, 2]", *more,
-    ]  # fmt: skip
-
-
-def test_a_tiny_run_trains_every_stage_and_keeps_the_lm_frozen(data):
-    overrides = tiny(data)
+def test_a_tiny_run_trains_every_stage_and_keeps_the_lm_frozen(frozen_data):
+    overrides = tiny(frozen_data)
     cfg = resolve(FrozenConfig, EXPERIMENT.presets["quick"], overrides=overrides)
     assert EXPERIMENT.arms(cfg) == ["lm"] + [f"{kind}-seed0" for kind in frozen.OWN_LM_KINDS]
-    run = data / "run"
+    run = frozen_data / "run"
     run.mkdir()
     summary = run_experiment(EXPERIMENT, cfg, run, preset="quick", overrides=overrides, threads=1, progress=False)
     metrics = summary["metrics"]
@@ -68,9 +44,11 @@ def test_a_tiny_run_trains_every_stage_and_keeps_the_lm_frozen(data):
     assert read_json(run / "frozen-vq-seed0" / "summary.json")["steps"] == 4  # vision.vq_steps, not vision.train
 
 
-def test_the_frozen_vision_stage_leaves_every_lm_parameter_bit_identical(data, tmp_path):
+def test_the_frozen_vision_stage_leaves_every_lm_parameter_bit_identical(frozen_data, tmp_path):
     """Trained directly: only the vision side's parameters move, every LM parameter keeps its bytes."""
-    cfg = resolve(FrozenConfig, {}, overrides=tiny(data, "vision.train.steps=3", "vision.train.checkpoint_every=2"))
+    cfg = resolve(
+        FrozenConfig, {}, overrides=tiny(frozen_data, "vision.train.steps=3", "vision.train.checkpoint_every=2")
+    )
     lm_dir = tmp_path / "r" / "lm"
     model = EXPERIMENT.build(cfg, "lm")
     EXPERIMENT.fit(cfg, "lm", model, lm_dir, progress=None, resume=False, device="cpu")
@@ -87,8 +65,8 @@ def test_the_frozen_vision_stage_leaves_every_lm_parameter_bit_identical(data, t
 
 
 @pytest.mark.parametrize("wording, caption", [("frozen", "this is a seven ."), ("direct", "seven")])
-def test_the_caption_loss_counts_the_caption_tokens_only(data, wording, caption):
-    cfg = resolve(FrozenConfig, {}, overrides=tiny(data, f"text.wording={wording}"))
+def test_the_caption_loss_counts_the_caption_tokens_only(frozen_data, wording, caption):
+    cfg = resolve(FrozenConfig, {}, overrides=tiny(frozen_data, f"text.wording={wording}"))
     model = EXPERIMENT.build(cfg, "frozen-seed0")
     vocab = frozen.text_of(cfg.data).vocab
     ids = frozen.caption_ids(vocab, torch.tensor([7]), wording)
@@ -101,8 +79,8 @@ def test_the_caption_loss_counts_the_caption_tokens_only(data, wording, caption)
     torch.testing.assert_close(frozen.caption_loss(model, images, torch.tensor([7, 3])), expected)
 
 
-def test_episode_images_are_distinct_images_of_their_classes(data):
-    cfg = resolve(FrozenConfig, {}, overrides=tiny(data))
+def test_episode_images_are_distinct_images_of_their_classes(frozen_data):
+    cfg = resolve(FrozenConfig, {}, overrides=tiny(frozen_data))
     episodes, images = frozen.episodes_of(cfg, "nonce", 2, 3, True, 20, torch.Generator().manual_seed(0))
     pool_images, pool_labels = frozen.images_of(cfg.data).pool
     flat = images.flatten(0, 1).flatten(1)
@@ -115,9 +93,9 @@ def test_episode_images_are_distinct_images_of_their_classes(data):
     assert set(held.classes.flatten().tolist()) <= {7, 8, 9}
 
 
-def test_the_curriculum_holds_back_five_way_and_real_name_episodes_until_mix_after(data):
+def test_the_curriculum_holds_back_five_way_and_real_name_episodes_until_mix_after(frozen_data):
     shares = ["text.five_way_share=1", "text.real_name_share=1", "text.mix_after=5", "text.induction_share=0"]
-    cfg = resolve(FrozenConfig, {}, overrides=tiny(data, *shares))
+    cfg = resolve(FrozenConfig, {}, overrides=tiny(frozen_data, *shares))
     sample, vocab = frozen.pretrain_sampler(cfg), frozen.text_of(cfg.data).vocab
     letters = vocab.ids(binding.LETTERS)
     for step in (1, 5):  # 2-way nonce episodes: the answer's three letters end the text
@@ -131,8 +109,8 @@ def test_the_curriculum_holds_back_five_way_and_real_name_episodes_until_mix_aft
 
 
 @pytest.mark.parametrize("wording, tail", [("direct", []), ("frozen", ["this", "is", "a"])])
-def test_text_captions_come_after_mix_after_with_the_class_word_in_the_slot(data, wording, tail):
-    overrides = tiny(data, "text.captions=4", "text.mix_after=5", f"text.wording={wording}")
+def test_text_captions_come_after_mix_after_with_the_class_word_in_the_slot(frozen_data, wording, tail):
+    overrides = tiny(frozen_data, "text.captions=4", "text.mix_after=5", f"text.wording={wording}")
     cfg = resolve(FrozenConfig, {}, overrides=overrides)
     sample, vocab = frozen.pretrain_sampler(cfg), frozen.text_of(cfg.data).vocab
     assert sample(3, torch.Generator().manual_seed(0), step=5)[2].shape[0] == 0
@@ -150,8 +128,8 @@ def test_text_captions_come_after_mix_after_with_the_class_word_in_the_slot(data
     assert "caption_loss" not in model(sample(3, torch.Generator().manual_seed(0), step=5))[1]
 
 
-def test_slot_noise_perturbs_the_class_word_of_every_image_slot_by_its_share_of_the_rms(data):
-    cfg = resolve(FrozenConfig, {}, overrides=tiny(data, "text.slot_noise=0.5"))
+def test_slot_noise_perturbs_the_class_word_of_every_image_slot_by_its_share_of_the_rms(frozen_data):
+    cfg = resolve(FrozenConfig, {}, overrides=tiny(frozen_data, "text.slot_noise=0.5"))
     vocab, model = frozen.text_of(cfg.data).vocab, EXPERIMENT.build(cfg, "lm")
     episodes = frozen.pretrain_sampler(cfg)(64, torch.Generator().manual_seed(0), step=1)[1]
     seen, hidden = [], model.lm.hidden
@@ -178,8 +156,8 @@ def test_random_codes_give_one_unit_rms_vector_per_word_and_row():
     assert not torch.allclose(codes[0, 0], codes[0, 1]) and not torch.allclose(codes[0, 0], codes[1, 0])
 
 
-def test_slot_codes_replace_the_class_words_of_the_drawn_share_of_episodes_after_mix_after(data):
-    cfg = resolve(FrozenConfig, {}, overrides=tiny(data, "text.slot_codes=0.5", "text.mix_after=5"))
+def test_slot_codes_replace_the_class_words_of_the_drawn_share_of_episodes_after_mix_after(frozen_data):
+    cfg = resolve(FrozenConfig, {}, overrides=tiny(frozen_data, "text.slot_codes=0.5", "text.mix_after=5"))
     model, sample = EXPERIMENT.build(cfg, "lm"), frozen.pretrain_sampler(cfg)
     assert not sample(64, torch.Generator().manual_seed(0), step=5)[3].any()
     _, episodes, _, coded = sample(64, torch.Generator().manual_seed(0), step=6)
@@ -217,12 +195,12 @@ def test_bad_config_is_one_line(override, words):
 
 
 @pytest.mark.parametrize("missing", ["corpus", "mnist"])
-def test_missing_data_is_one_line_and_no_run_directory(data, tmp_path, capsys, missing):
+def test_missing_data_is_one_line_and_no_run_directory(frozen_data, tmp_path, capsys, missing):
     broken = (
         f"data.corpus_dir={tmp_path / 'nowhere'}" if missing == "corpus" else f"data.mnist_dir={tmp_path / 'nowhere'}"
     )
     args = ["run", "frozen", "--out", str(tmp_path / "out"), "--no-progress"]
-    for override in tiny(data, broken):
+    for override in tiny(frozen_data, broken):
         args += ["--set", override]
     assert main(args) == 2
     err = capsys.readouterr().err.strip().splitlines()
@@ -239,11 +217,11 @@ def test_episode_length_matches_the_layout(wording):
         assert e.ids.shape[1] == frozen.episode_length(ways, shots, wording)
 
 
-def test_data_first_read_in_the_memory_check_are_real_tensors(data):
-    """On resume nothing reads the data before runner.check_fits_in_memory builds every arm under
-    the meta device; the cached plays and images must still hold data (a resumed run once failed
+def test_data_first_read_in_the_memory_check_are_real_tensors(frozen_data):
+    """On resume nothing reads the frozen_data before runner.check_fits_in_memory builds every arm under
+    the meta device; the cached plays and images must still hold frozen_data (a resumed run once failed
     at its first batch with "Cannot copy out of meta tensor")."""
-    cfg = resolve(FrozenConfig, {}, overrides=tiny(data))
+    cfg = resolve(FrozenConfig, {}, overrides=tiny(frozen_data))
     frozen._cached.cache_clear()
     check_fits_in_memory(EXPERIMENT, cfg)
     assert frozen.text_of(cfg.data).plays.device.type == "cpu"
@@ -251,16 +229,16 @@ def test_data_first_read_in_the_memory_check_are_real_tensors(data):
     assert frozen.pretrain_sampler(cfg)(2, torch.Generator(), step=1)[0].device.type == "cpu"
 
 
-def test_a_run_of_smollm2_alone_trains_no_lm_of_ours(data):
-    cfg = resolve(FrozenConfig, {}, overrides=tiny(data, "kinds=[smollm2]", "seeds=[0, 1]"))
+def test_a_run_of_smollm2_alone_trains_no_lm_of_ours(frozen_data):
+    cfg = resolve(FrozenConfig, {}, overrides=tiny(frozen_data, "kinds=[smollm2]", "seeds=[0, 1]"))
     assert EXPERIMENT.arms(cfg) == ["smollm2-seed0", "smollm2-seed1"] and EXPERIMENT.first_arms(cfg) == []
-    both = resolve(FrozenConfig, {}, overrides=tiny(data, "kinds=[frozen, smollm2]"))
+    both = resolve(FrozenConfig, {}, overrides=tiny(frozen_data, "kinds=[frozen, smollm2]"))
     assert EXPERIMENT.arms(both) == ["lm", "frozen-seed0", "smollm2-seed0"]
 
 
-def test_deviation_lines_follow_the_arms_a_run_has(data):
+def test_deviation_lines_follow_the_arms_a_run_has(frozen_data):
     def lines(kinds: str) -> str:
-        cfg = resolve(FrozenConfig, EXPERIMENT.presets["quick"], overrides=tiny(data, f"kinds={kinds}"))
+        cfg = resolve(FrozenConfig, EXPERIMENT.presets["quick"], overrides=tiny(frozen_data, f"kinds={kinds}"))
         return "\n".join(EXPERIMENT.deviations_of(cfg, "quick"))
 
     alone = lines("[smollm2]")

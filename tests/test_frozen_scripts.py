@@ -5,10 +5,11 @@ from __future__ import annotations
 
 import importlib.util
 import json
+import shutil
 from pathlib import Path
 
 import numpy as np
-from test_frozen_experiment import data, tiny  # noqa: F401  (the fixture and the tiny config)
+from conftest import tiny_frozen as tiny
 
 from engramlab.config import resolve
 from engramlab.engine.rundir import read_json
@@ -25,8 +26,10 @@ def script(name: str):
     return module
 
 
-def test_the_frozen_probes_read_a_finished_run(data, tmp_path):  # noqa: F811
-    overrides = tiny(data, "kinds=[frozen, frozen-vq, flamingo]", "eval.ways=[2]", "eval.episodes=20", "eval.batch=8")
+def test_the_frozen_probes_read_a_finished_run(frozen_data, tmp_path):  # noqa: F811
+    overrides = tiny(
+        frozen_data, "kinds=[frozen, frozen-vq, flamingo]", "eval.ways=[2]", "eval.episodes=20", "eval.batch=8"
+    )
     cfg = resolve(FrozenConfig, EXPERIMENT.presets["quick"], overrides=overrides)
     run = tmp_path / "run"
     run.mkdir()
@@ -44,10 +47,14 @@ def test_the_frozen_probes_read_a_finished_run(data, tmp_path):  # noqa: F811
         first = failures["flamingo first answer token"]["seed 0"][f"{shots} shot"]
         assert first.pop("episodes") == 20 == sum(first.values())
 
-    probe = ["--kind", "frozen-vq", "--steps", "2", "--episodes", "10", "--out", str(tmp_path / "p.json")]
-    assert script("frozen_vq_probe").main([str(run), *probe]) == 0
-    cells = [v for k, v in json.loads((tmp_path / "p.json").read_text()).items() if "way/" in k]
+    copy = tmp_path / "lm-copy.safetensors"  # a copy taken while a run goes on
+    shutil.copy(run / "lm" / "checkpoint.safetensors", copy)
+    probe = ["--kind", "frozen-vq", "--steps", "2", "--episodes", "10", "--lm-checkpoint", str(copy)]
+    assert script("frozen_vq_probe").main([str(run), *probe, "--out", str(tmp_path / "p.json")]) == 0
+    probed = json.loads((tmp_path / "p.json").read_text())
+    cells = [v for k, v in probed.items() if "way/" in k]
     assert cells and all(0 <= v <= 100 for v in cells)
+    assert probed["lm_update"] == cfg.train.steps
 
     geometry = ["--arms", "frozen-seed0", "--episodes", "10", "--pool-images", "100", "--out", str(tmp_path / "g.json")]
     assert script("frozen_geometry").main([str(run), *geometry]) == 0

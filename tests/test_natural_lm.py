@@ -8,9 +8,9 @@ import string
 
 import pytest
 import torch
+from conftest import tiny_frozen as tiny
 
 transformers = pytest.importorskip("transformers")
-from test_frozen_experiment import data, tiny  # noqa: E402, F401  (the fixture and the tiny config)
 from tokenizers import Tokenizer, models, pre_tokenizers  # noqa: E402  (installed with transformers)
 
 from engramlab.cli import main  # noqa: E402
@@ -35,8 +35,8 @@ def word_piece_tokenizer():
 
 
 @pytest.fixture
-def arm(data):  # noqa: F811
-    cfg = resolve(FrozenConfig, {}, overrides=tiny(data, "text.wording=frozen", "vision.prefix=2"))
+def arm(frozen_data):  # noqa: F811
+    cfg = resolve(FrozenConfig, {}, overrides=tiny(frozen_data, "text.wording=frozen", "vision.prefix=2"))
     torch.manual_seed(0)
     tokenizer = word_piece_tokenizer()
     shape = transformers.LlamaConfig(
@@ -133,10 +133,10 @@ def test_gguf_errors_are_one_line(tmp_path):
         load_gguf_lm(str(tmp_path / "cut.gguf"))
 
 
-def test_a_run_with_smollm2_and_no_file_writes_nothing(data, capsys):  # noqa: F811
-    out = data / "runs"
+def test_a_run_with_smollm2_and_no_file_writes_nothing(frozen_data, capsys):  # noqa: F811
+    out = frozen_data / "runs"
     args = ["run", "frozen", "--out", str(out), "--no-progress", "--set", "kinds=[smollm2]"]
-    args += [a for o in tiny(data) if not o.startswith("seeds") for a in ("--set", o)]
+    args += [a for o in tiny(frozen_data) if not o.startswith("seeds") for a in ("--set", o)]
     assert main(args) != 0
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and "data.smollm2_gguf is not set" in err[0]
