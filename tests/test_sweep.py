@@ -10,6 +10,7 @@ from pathlib import Path
 
 import pytest
 from conftest import TINY_MQAR, engram_cmd, run_checked, sets
+from safetensors import SafetensorError, safe_open
 
 from engramlab import sweep
 from engramlab.errors import ConfigError, EngramError
@@ -207,7 +208,11 @@ def test_killing_the_driver_loses_no_finished_run(tmp_path, subprocess_env):
         stderr=subprocess.DEVNULL,
     )
     deadline = time.time() + 180
-    while time.time() < deadline and not (len(list(killed.glob("*/*/summary.json"))) >= 1 and any_run_mid_way(killed)):
+    # mid-way: at most update 300 of 400, so that it cannot finish between this check and the kill (a
+    # run at its last checkpoint, 400, writes its summary within milliseconds: a flake seen in CI)
+    while time.time() < deadline and not (
+        len(list(killed.glob("*/*/summary.json"))) >= 1 and any_run_mid_way(killed, 300)
+    ):
         time.sleep(0.05)
     os.kill(driver.pid, signal.SIGKILL)  # the driver only: its runs must die with it
     driver.wait()
@@ -223,13 +228,19 @@ def test_killing_the_driver_loses_no_finished_run(tmp_path, subprocess_env):
     assert any("resuming" in log for log in logs)
 
 
-def any_run_mid_way(out: Path) -> bool:
-    """A run with a checkpoint and no summary yet."""
-    return any(
-        (d / "lstm" / "checkpoint.safetensors").exists() and not (d / "summary.json").exists()
-        for d in out.glob("*/*")
-        if d.is_dir()
-    )
+def any_run_mid_way(out: Path, at_most: int | None = None) -> bool:
+    """A run with a checkpoint and no summary yet (with ``at_most``: a checkpoint of that update or
+    earlier)."""
+    return any(mid_way(d / "lstm" / "checkpoint.safetensors", at_most) and not (d / "summary.json").exists()
+               for d in out.glob("*/*") if d.is_dir())  # fmt: skip
+
+
+def mid_way(checkpoint: Path, at_most: int | None) -> bool:
+    try:
+        with safe_open(checkpoint, "pt") as f:
+            return at_most is None or int(f.metadata()["step"]) <= at_most
+    except (OSError, SafetensorError):  # none yet, or caught between its two renames
+        return False
 
 
 def test_the_child_entry_point_runs_a_job(tmp_path):
