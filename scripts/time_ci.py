@@ -19,22 +19,13 @@ import tempfile
 import time
 from pathlib import Path
 
+from engramlab.engine.rundir import cpu_model
+
 STEPS = {
     "install_s": 'python3 -m venv .venv && . .venv/bin/activate && pip install -q -c constraints/cpu.txt -e ".[test]"',
     "default_tier_s": ". .venv/bin/activate && python -m pytest -p no:warnings",
     "slow_tier_s": ". .venv/bin/activate && python -m pytest -p no:warnings -m slow",
 }
-
-
-def cpu_name() -> str:
-    """The CPU's model name (Linux), else the architecture."""
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.machine()
 
 
 def main(argv=None) -> int:
@@ -44,7 +35,7 @@ def main(argv=None) -> int:
     root = Path(__file__).resolve().parents[1]
     commit = subprocess.check_output(["git", "rev-parse", "--short", "HEAD"], cwd=root, text=True).strip()
     out = {"what": "wall time of .ci/run's steps on a fresh clone", "commit": commit,
-           "machine": f"{cpu_name()}, {os.cpu_count()} cores, Python {platform.python_version()}",
+           "machine": f"{cpu_model()}, {os.cpu_count()} cores, Python {platform.python_version()}",
            "date": time.strftime("%Y-%m-%d")}  # fmt: skip
     with tempfile.TemporaryDirectory() as tmp:
         clone = Path(tmp) / "clone"
