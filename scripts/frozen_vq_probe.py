@@ -27,6 +27,7 @@ import torch
 from engramlab.api import load_config
 from engramlab.engine.checkpoint import load_checkpoint
 from engramlab.engine.train import train
+from engramlab.errors import EngramError
 from engramlab.experiments.multimodal import frozen
 
 CELLS = [("nonce", 2, 1), ("nonce", 2, 5), ("real-names", 2, 1), ("held-out-classes", 2, 1), ("nonce", 5, 1)]
@@ -67,7 +68,11 @@ def main(argv=None) -> int:
     cfg = cfg.model_copy(update={"vision": vision, "eval": cfg.eval.model_copy(update={"episodes": args.episodes})})
     torch.manual_seed(args.seed)
     model = frozen.Captioner(args.kind, exp.new_lm(cfg), frozen.text_of(cfg.data).vocab, cfg.vision, cfg.text.wording)
-    checkpoint = load_checkpoint(args.lm_checkpoint or args.run / "lm" / "checkpoint.safetensors", with_state=False)
+    try:
+        checkpoint = load_checkpoint(args.lm_checkpoint or args.run / "lm" / "checkpoint.safetensors", with_state=False)
+    except EngramError as error:  # a missing or unreadable checkpoint: one line
+        print(f"frozen_vq_probe: {error}", file=sys.stderr)
+        return 2
     model.lm.load_state_dict({k.removeprefix("lm."): v for k, v in checkpoint.model.items()})
     model.match_token_norm()
     schedule = cfg.vision.train.model_copy(update={"steps": args.steps, "checkpoint_every": args.steps})

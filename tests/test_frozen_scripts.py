@@ -55,6 +55,8 @@ def test_the_frozen_probes_read_a_finished_run(frozen_data, tmp_path):  # noqa: 
     cells = [v for k, v in probed.items() if "way/" in k]
     assert cells and all(0 <= v <= 100 for v in cells)
     assert probed["lm_update"] == cfg.train.steps
+    missing = [str(run), "--lm-checkpoint", str(tmp_path / "none.safetensors"), "--out", str(tmp_path / "x.json")]
+    assert script("frozen_vq_probe").main(missing) == 2 and not (tmp_path / "x.json").exists()
 
     geometry = ["--arms", "frozen-seed0", "--episodes", "10", "--pool-images", "100", "--out", str(tmp_path / "g.json")]
     assert script("frozen_geometry").main([str(run), *geometry]) == 0
